@@ -1,0 +1,89 @@
+/**
+ * The tape: reverse-mode autograd records ops only inside a gradient scope. Outside one, ops
+ * run with no bookkeeping at all (inference, attacks' forward passes, optimizer updates).
+ *
+ * Because ops are recorded in execution order, the tape is already topologically sorted:
+ * backward walks it in reverse, iteratively (no recursion, so deep nets cannot overflow the
+ * JS stack).
+ */
+import type { Tensor } from "../tensor/tensor.ts";
+
+/** A gradient rule: given dL/d(output), returns dL/d(input) per input (null: no gradient). */
+export type GradientRule = (dy: Tensor) => (Tensor | null)[];
+
+export interface TapeNode {
+  op: string;
+  inputs: Tensor[];
+  output: Tensor;
+  backward: GradientRule;
+}
+
+/**
+ * `params`: leaves are tensors with `requiresGrad` (training, `loss.backward()`).
+ * `inputs`: leaves are only the tensors given to `grad()`; parameters act as constants, so no
+ * work is spent on their gradients (attacks).
+ */
+export type TapeMode = "params" | "inputs";
+
+export class Tape {
+  readonly nodes: TapeNode[] = [];
+  /** Ids of tensors whose gradient this tape can compute (leaves and recorded outputs). */
+  readonly tracked = new Set<number>();
+
+  constructor(readonly mode: TapeMode, leaves: Tensor[] = []) {
+    for (const t of leaves) this.tracked.add(t.id);
+  }
+
+  isTracked(t: Tensor): boolean {
+    return this.tracked.has(t.id) || (this.mode === "params" && t.requiresGrad);
+  }
+}
+
+/** Stack of tapes; `null` entries suspend recording (noGrad, or a grad() inside training). */
+const tapes: (Tape | null)[] = [];
+
+export function activeTape(): Tape | null {
+  return tapes.length ? tapes[tapes.length - 1] : null;
+}
+
+export function withTape<T>(tape: Tape | null, fn: () => T): T {
+  tapes.push(tape);
+  try {
+    return fn();
+  } finally {
+    tapes.pop();
+  }
+}
+
+/** True when the current scope records ops and one of `inputs` needs a gradient. */
+export function needsGrad(...inputs: Tensor[]): boolean {
+  const tape = activeTape();
+  return tape !== null && inputs.some((t) => tape.isTracked(t));
+}
+
+/**
+ * Records an op's output with its gradient rule, when a tape is active and an input needs a
+ * gradient. Returns `output` so ops can `return record(...)`.
+ */
+export function record(
+  op: string,
+  inputs: Tensor[],
+  output: Tensor,
+  backward: GradientRule,
+): Tensor {
+  const tape = activeTape();
+  if (tape && inputs.some((t) => tape.isTracked(t))) {
+    tape.nodes.push({ op, inputs, output, backward });
+    tape.tracked.add(output.id);
+  }
+  return output;
+}
+
+/** Runs `fn` without recording anything. */
+export function noGrad<T>(fn: () => T): T {
+  return withTape(null, fn);
+}
+
+export function isRecording(): boolean {
+  return activeTape() !== null;
+}

@@ -1,0 +1,239 @@
+/**
+ * The device layer: adapter selection, device creation with the limits the kernels need,
+ * error handling, and the shared services every op uses (buffer pool, pipeline cache,
+ * uniform cache, batched encoder, readback).
+ */
+import { BufferPool, type PoolStats } from "./buffer_pool.ts";
+import { BatchedEncoder } from "./encoder.ts";
+import { DeviceLostError, GpuError, NoAdapterError } from "./errors.ts";
+import { PipelineCache } from "./pipeline_cache.ts";
+import { type Tunables, tunables as defaultTunables } from "./tunables.ts";
+import { type Params, UniformCache } from "./uniforms.ts";
+
+/** Kernel variants are chosen per adapter class: what is fastest on llvmpipe is not on a GPU. */
+export type AdapterClass = "cpu" | "gpu";
+
+export interface InitOptions {
+  powerPreference?: GPUPowerPreference;
+  /** Refuse CPU fallback adapters (lavapipe, llvmpipe, WARP). */
+  requireGpu?: boolean;
+  /** Say nothing about the adapter on stdout. */
+  quiet?: boolean;
+  /** Overrides for the device tunables. */
+  tunables?: Partial<Tunables>;
+  /** Fill every op output with NaN before the op runs, so unwritten elements show (tests). */
+  poisonOutputs?: boolean;
+}
+
+/** One binding of a dispatch: a storage buffer, or a uniform parameter block. */
+export type Binding = GPUBuffer | Params | { buffer: GPUBuffer; size: number };
+
+/** Limits the kernels rely on, requested up to what the adapter offers. */
+const WANTED_LIMITS = [
+  "maxStorageBuffersPerShaderStage",
+  "maxStorageBufferBindingSize",
+  "maxBufferSize",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+  "maxComputeWorkgroupSizeY",
+  "maxComputeWorkgroupSizeZ",
+  "maxUniformBufferBindingSize",
+  "maxUniformBuffersPerShaderStage",
+  "maxComputeWorkgroupsPerDimension",
+] as const;
+
+const OPTIONAL_FEATURES: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
+
+export class Gpu {
+  readonly pool: BufferPool;
+  readonly pipelines: PipelineCache;
+  readonly uniforms: UniformCache;
+  readonly encoder: BatchedEncoder;
+  readonly tunables: Tunables;
+  readonly adapterName: string;
+  readonly adapterClass: AdapterClass;
+  poisonOutputs: boolean;
+  #pendingError: Error | null = null;
+  #lost: Error | null = null;
+  #staging: GPUBuffer[] = [];
+
+  constructor(
+    readonly device: GPUDevice,
+    readonly adapterInfo: GPUAdapterInfo,
+    readonly isFallbackAdapter: boolean,
+    options: InitOptions = {},
+  ) {
+    this.tunables = { ...defaultTunables, ...options.tunables };
+    this.poisonOutputs = options.poisonOutputs ?? false;
+    this.adapterName = adapterInfo.description || adapterInfo.device || adapterInfo.vendor ||
+      "unknown adapter";
+    this.adapterClass = isFallbackAdapter ? "cpu" : "gpu";
+    this.encoder = new BatchedEncoder(
+      device,
+      () => this.tunables.dispatchesPerSubmit,
+      () => this.uniforms.afterSubmit(),
+    );
+    this.pool = new BufferPool(
+      device,
+      () => this.tunables.maxPooledBytes,
+      () => this.encoder.flush(),
+    );
+    this.pipelines = new PipelineCache(device);
+    this.uniforms = new UniformCache(device, () => this.tunables.uniformCacheEntries);
+
+    device.addEventListener("uncapturederror", (event) => {
+      const error = (event as GPUUncapturedErrorEvent).error;
+      const kind = error instanceof GPUOutOfMemoryError ? "out-of-memory" : "validation";
+      this.#pendingError ??= new GpuError(
+        this.adapterName,
+        kind,
+        error.message,
+        this.encoder.lastOp,
+      );
+    });
+    device.lost.then((info) => {
+      this.#lost = new DeviceLostError(
+        this.adapterName,
+        info.reason,
+        info.message,
+        this.encoder.lastOp,
+      );
+    });
+  }
+
+  get features(): string[] {
+    return [...this.device.features];
+  }
+
+  get limits(): GPUSupportedLimits {
+    return this.device.limits;
+  }
+
+  /** Throws the first asynchronous error WebGPU reported, naming the adapter and the op. */
+  throwIfFailed(): void {
+    if (this.#lost) throw this.#lost;
+    const e = this.#pendingError;
+    if (e) {
+      this.#pendingError = null;
+      throw e;
+    }
+  }
+
+  /** Records one compute dispatch. Bindings are numbered 0.. in the order given. */
+  dispatch(
+    op: string,
+    source: string,
+    bindings: Binding[],
+    workgroups: readonly number[],
+    entryPoint = "main",
+  ): void {
+    if (this.#lost) throw this.#lost;
+    const pipeline = this.pipelines.get(op, source, entryPoint);
+    const entries: GPUBindGroupEntry[] = bindings.map((b, binding) => {
+      if (b instanceof GPUBuffer) return { binding, resource: { buffer: b } };
+      if ("buffer" in b) return { binding, resource: { buffer: b.buffer, size: b.size } };
+      return { binding, resource: { buffer: this.uniforms.get(b) } };
+    });
+    const bindGroup = this.device.createBindGroup({
+      label: op,
+      layout: pipeline.getBindGroupLayout(0),
+      entries,
+    });
+    const [x, y = 1, z = 1] = workgroups;
+    const max = this.device.limits.maxComputeWorkgroupsPerDimension;
+    if (x > max || y > max || z > max) {
+      throw new RangeError(
+        `${op}: dispatch of [${x}, ${y}, ${z}] workgroups exceeds the limit of ${max} per dimension`,
+      );
+    }
+    if (x === 0 || y === 0 || z === 0) return;
+    this.encoder.dispatch(op, pipeline, bindGroup, x, y, z);
+  }
+
+  /** Writes host data into a buffer, after all work recorded so far. */
+  write(buffer: GPUBuffer, data: ArrayBufferView<ArrayBuffer>, offset = 0): void {
+    // queue.writeBuffer runs before the next submit; flush so that earlier dispatches that
+    // used this (pooled, reused) buffer see its old contents.
+    this.encoder.flush();
+    this.device.queue.writeBuffer(buffer, offset, data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  /** Copies `bytes` of a buffer back to the host. The only path from GPU to host. */
+  async read(buffer: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
+    this.throwIfFailed();
+    const size = Math.max(4, Math.ceil(bytes / 4) * 4);
+    const index = this.#staging.findIndex((s) => s.size >= size);
+    const staging = index >= 0 ? this.#staging.splice(index, 1)[0] : this.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      label: "readback",
+    });
+    this.encoder.copy(buffer, staging, size);
+    this.encoder.flush();
+    try {
+      await staging.mapAsync(GPUMapMode.READ, 0, size);
+    } catch (e) {
+      this.throwIfFailed();
+      throw e;
+    }
+    const out = staging.getMappedRange(0, size).slice(0, bytes);
+    staging.unmap();
+    this.#staging.push(staging);
+    this.throwIfFailed();
+    return out;
+  }
+
+  /** Waits until the GPU has finished all submitted work (for timing). */
+  async sync(): Promise<void> {
+    this.encoder.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    this.throwIfFailed();
+  }
+
+  memory(): PoolStats {
+    return this.pool.stats();
+  }
+
+  destroy(): void {
+    this.encoder.flush();
+    this.pool.trim();
+    for (const s of this.#staging) s.destroy();
+    this.device.destroy();
+  }
+}
+
+/** Finds an adapter, preferring a real GPU, and creates a device with the limits we need. */
+export async function createGpu(options: InitOptions = {}): Promise<Gpu> {
+  if (typeof navigator === "undefined" || !("gpu" in navigator)) {
+    throw new NoAdapterError("this runtime has no navigator.gpu");
+  }
+  const adapter = await navigator.gpu.requestAdapter({
+    powerPreference: options.powerPreference ?? "high-performance",
+  });
+  if (!adapter) {
+    const backend = Deno?.env?.get?.("DENO_WEBGPU_BACKEND");
+    throw new NoAdapterError(backend ? `DENO_WEBGPU_BACKEND=${backend}` : "");
+  }
+  const info = adapter.info;
+  // deno-lint-ignore no-explicit-any
+  const isFallback = Boolean((adapter as any).isFallbackAdapter ?? (info as any).isFallbackAdapter);
+  if (isFallback && options.requireGpu) {
+    throw new NoAdapterError(`only the CPU fallback adapter ${info.description} is available`);
+  }
+  const requiredLimits: Record<string, number> = {};
+  for (const name of WANTED_LIMITS) {
+    const value = adapter.limits[name];
+    if (typeof value === "number") requiredLimits[name] = value;
+  }
+  const requiredFeatures = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f));
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+  const gpu = new Gpu(device, info, isFallback, options);
+  if (!options.quiet && isFallback) {
+    console.log(
+      `running on CPU adapter ${gpu.adapterName} (no GPU found): expect a few GFLOP/s; ` +
+        `kernels use their CPU-tuned variants`,
+    );
+  }
+  return gpu;
+}

@@ -1,0 +1,97 @@
+/**
+ * Binary arithmetic with broadcasting, and scalar variants, each with its gradient rule.
+ *
+ * For z = f(a, b) with broadcasting, dL/da is the elementwise rule summed back over the
+ * dimensions along which `a` was broadcast (sumToShape).
+ */
+import { record } from "../autograd/tape.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { mapElements } from "./elementwise.ts";
+import { sumToShape } from "./reduce_axes.ts";
+
+/** Applies an elementwise gradient expression and reduces it to `like`'s shape. */
+function gradTo(
+  op: string,
+  expr: string,
+  inputs: Tensor[],
+  like: Tensor,
+  scalars?: [number, number?],
+): Tensor {
+  const full = mapElements(op, expr, inputs, { scalars });
+  const reduced = sumToShape(full, like.shape);
+  full.dispose();
+  return reduced;
+}
+
+export function add(a: Tensor, b: Tensor): Tensor {
+  const out = mapElements("add", "a + b", [a, b]);
+  return record("add", [a, b], out, (dy) => [sumToShape(dy, a.shape), sumToShape(dy, b.shape)]);
+}
+
+export function sub(a: Tensor, b: Tensor): Tensor {
+  const out = mapElements("sub", "a - b", [a, b]);
+  return record("sub", [a, b], out, (dy) => [sumToShape(dy, a.shape), gradTo("sub.backward", "-a", [dy], b)]);
+}
+
+export function mul(a: Tensor, b: Tensor): Tensor {
+  const out = mapElements("mul", "a * b", [a, b]);
+  return record("mul", [a, b], out, (dy) => [
+    gradTo("mul.backward", "a * b", [dy, b], a),
+    gradTo("mul.backward", "a * b", [dy, a], b),
+  ]);
+}
+
+export function div(a: Tensor, b: Tensor): Tensor {
+  const out = mapElements("div", "a / b", [a, b]);
+  // d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
+  return record("div", [a, b], out, (dy) => [
+    gradTo("div.backward", "a / b", [dy, b], a),
+    gradTo("div.backward", "-a * b / (c * c)", [dy, a, b], b),
+  ]);
+}
+
+export function neg(a: Tensor): Tensor {
+  const out = mapElements("neg", "-a", [a]);
+  return record("neg", [a], out, (dy) => [mapElements("neg.backward", "-a", [dy])]);
+}
+
+/** a + s */
+export function addScalar(a: Tensor, s: number): Tensor {
+  const out = mapElements("addScalar", "a + s0", [a], { scalars: [s] });
+  return record("addScalar", [a], out, (dy) => [dy.view()]);
+}
+
+/** a * s */
+export function mulScalar(a: Tensor, s: number): Tensor {
+  const out = mapElements("mulScalar", "a * s0", [a], { scalars: [s] });
+  return record(
+    "mulScalar",
+    [a],
+    out,
+    (dy) => [mapElements("mulScalar.backward", "a * s0", [dy], { scalars: [s] })],
+  );
+}
+
+/** a - s */
+export function subScalar(a: Tensor, s: number): Tensor {
+  return addScalar(a, -s);
+}
+
+/** a / s */
+export function divScalar(a: Tensor, s: number): Tensor {
+  return mulScalar(a, 1 / s);
+}
+
+/** s - a */
+export function rsubScalar(a: Tensor, s: number): Tensor {
+  const out = mapElements("rsubScalar", "s0 - a", [a], { scalars: [s] });
+  return record("rsubScalar", [a], out, (dy) => [mapElements("rsubScalar.backward", "-a", [dy])]);
+}
+
+/** s / a */
+export function rdivScalar(a: Tensor, s: number): Tensor {
+  const out = mapElements("rdivScalar", "s0 / a", [a], { scalars: [s] });
+  return record("rdivScalar", [a], out, (dy) => [
+    mapElements("rdivScalar.backward", "-s0 * a / (b * b)", [dy, a], { scalars: [s] }),
+  ]);
+}

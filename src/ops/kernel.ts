@@ -1,0 +1,64 @@
+/**
+ * How ops run kernels: allocate outputs (poisoned with NaN in tests), bind tensors and
+ * parameter blocks in binding order, and record a dispatch on the batched encoder.
+ */
+import { WORKGROUP_1D } from "../../shaders/common.ts";
+import { fillShader } from "../../shaders/fill.ts";
+import type { Binding } from "../device/gpu.ts";
+import { currentGpu } from "../device/runtime.ts";
+import { params } from "../device/uniforms.ts";
+import type { DType } from "../tensor/dtype.ts";
+import type { Shape } from "../tensor/shape.ts";
+import { Tensor } from "../tensor/tensor.ts";
+
+export { params } from "../device/uniforms.ts";
+export type { Params } from "../device/uniforms.ts";
+
+/** Quiet NaN: poison for outputs, so elements a kernel forgets to write fail the tests. */
+export const NAN_BITS = 0x7fc00000;
+
+export type KernelBinding = Tensor | Binding;
+
+/** Records one dispatch. Tensors bind with their exact byte size. */
+export function launch(
+  op: string,
+  source: string,
+  bindings: KernelBinding[],
+  workgroups: readonly number[],
+  entryPoint = "main",
+): void {
+  const gpu = currentGpu();
+  const resolved = bindings.map((b) => b instanceof Tensor ? b.binding : b);
+  gpu.dispatch(op, source, resolved, workgroups, entryPoint);
+}
+
+/** Workgroup grid for `n` invocations of a 1-D kernel (spills into y past 65,535 groups). */
+export function grid1d(n: number, perGroup = WORKGROUP_1D): [number, number] {
+  const groups = Math.ceil(n / perGroup);
+  const max = currentGpu().limits.maxComputeWorkgroupsPerDimension;
+  if (groups <= max) return [groups, 1];
+  const y = Math.ceil(groups / max);
+  return [Math.ceil(groups / y), y];
+}
+
+/** Fills a tensor's elements with one 32-bit pattern. */
+export function fillBits(t: Tensor, bits: number, op = "fill"): void {
+  if (t.size === 0) return;
+  launch(op, fillShader, [t, params().u32(t.size, bits >>> 0)], grid1d(t.size));
+}
+
+/** Allocates an op's output; in poison mode it starts as NaN. */
+export function output(op: string, shape: Shape, dtype: DType = "f32"): Tensor {
+  const t = Tensor.empty(shape, dtype, op);
+  if (currentGpu().poisonOutputs) fillBits(t, NAN_BITS, op + ".poison");
+  return t;
+}
+
+/** Bit pattern of a number stored as the given dtype. */
+export function bitsOf(value: number, dtype: DType): number {
+  const buf = new ArrayBuffer(4);
+  if (dtype === "f32") new Float32Array(buf)[0] = value;
+  else if (dtype === "i32") new Int32Array(buf)[0] = value;
+  else new Uint32Array(buf)[0] = value;
+  return new Uint32Array(buf)[0];
+}

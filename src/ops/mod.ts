@@ -1,0 +1,6 @@
+/** Every op, by family. Each family's file holds its forward dispatch and gradient rule. */
+export * from "./creation.ts";
+export * from "./random.ts";
+export * from "./arithmetic.ts";
+export * from "./reduce.ts";
+export { sumToShape } from "./reduce_axes.ts";

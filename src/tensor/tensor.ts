@@ -1,0 +1,129 @@
+/**
+ * Tensor: a shape, an element type and a GPU buffer (NCHW, contiguous, row-major).
+ * Several tensors may share one buffer (reshape, detach); the buffer returns to the pool when
+ * the last of them is disposed. Data reaches the host only through `toArray()`.
+ */
+import { currentGpu } from "../device/runtime.ts";
+import type { Gpu } from "../device/gpu.ts";
+import { BYTES_PER_ELEMENT, type DType, typedArray } from "./dtype.ts";
+import { checkShape, fmt, type Shape, sizeOf } from "./shape.ts";
+import { track } from "./scope.ts";
+
+/** A pooled GPU buffer shared by the tensors that view it. */
+export class Storage {
+  refs = 1;
+  constructor(readonly gpu: Gpu, readonly buffer: GPUBuffer, readonly bytes: number) {}
+
+  retain(): this {
+    this.refs++;
+    return this;
+  }
+
+  release(): void {
+    if (--this.refs === 0) this.gpu.pool.release(this.buffer);
+  }
+}
+
+let nextId = 1;
+
+/** Hook set by the autograd module (which sits above tensors) so `t.backward()` works. */
+export const autogradHooks: {
+  backward: ((loss: Tensor, seed?: Tensor) => void) | null;
+} = { backward: null };
+
+export class Tensor {
+  readonly id = nextId++;
+  readonly size: number;
+  /** Leaf tensors with `requiresGrad` receive `.grad` from `backward()` (parameters). */
+  requiresGrad = false;
+  grad: Tensor | null = null;
+  /** Optional name (parameters), used in error messages and checkpoints. */
+  name = "";
+  #storage: Storage | null;
+
+  constructor(readonly shape: Shape, readonly dtype: DType, storage: Storage) {
+    this.size = sizeOf(shape);
+    this.#storage = storage;
+    track(this);
+  }
+
+  /** Allocates an uninitialised tensor (NaN-filled when the device poisons outputs). */
+  static empty(shape: Shape, dtype: DType = "f32", op = "empty"): Tensor {
+    checkShape(op, shape);
+    const gpu = currentGpu();
+    const bytes = Math.max(BYTES_PER_ELEMENT, sizeOf(shape) * BYTES_PER_ELEMENT);
+    const storage = new Storage(gpu, gpu.pool.acquire(bytes, op), bytes);
+    return new Tensor([...shape], dtype, storage);
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  get isDisposed(): boolean {
+    return this.#storage === null;
+  }
+
+  get storage(): Storage {
+    if (!this.#storage) {
+      throw new Error(
+        `Tensor ${this.describe()} was used after dispose(); keep() it or return it from tidy()`,
+      );
+    }
+    return this.#storage;
+  }
+
+  get buffer(): GPUBuffer {
+    return this.storage.buffer;
+  }
+
+  /** The buffer bound with this tensor's exact byte size (so WGSL arrayLength() is right). */
+  get binding(): { buffer: GPUBuffer; size: number } {
+    return { buffer: this.buffer, size: Math.max(BYTES_PER_ELEMENT, this.size * BYTES_PER_ELEMENT) };
+  }
+
+  get gpu(): Gpu {
+    return this.storage.gpu;
+  }
+
+  /** A new tensor sharing this one's buffer, with another shape of the same size. */
+  view(shape: Shape = this.shape): Tensor {
+    if (sizeOf(shape) !== this.size) {
+      throw new Error(`view: cannot view ${fmt(this.shape)} as ${fmt(shape)}`);
+    }
+    return new Tensor([...shape], this.dtype, this.storage.retain());
+  }
+
+  /** Reads the data back to the host (the only GPU-to-host path). */
+  async toArray(): Promise<Float32Array | Int32Array | Uint32Array> {
+    const bytes = this.size * BYTES_PER_ELEMENT;
+    if (bytes === 0) return typedArray(this.dtype, new ArrayBuffer(0));
+    return typedArray(this.dtype, await this.gpu.read(this.buffer, bytes));
+  }
+
+  /** Reads a single-element tensor. */
+  async item(): Promise<number> {
+    if (this.size !== 1) throw new Error(`item: tensor ${fmt(this.shape)} has ${this.size} elements`);
+    return (await this.toArray())[0];
+  }
+
+  /** Back-propagates from this scalar; see `autograd/backward.ts`. */
+  backward(seed?: Tensor): void {
+    if (!autogradHooks.backward) throw new Error("backward: autograd module not loaded");
+    autogradHooks.backward(this, seed);
+  }
+
+  dispose(): void {
+    if (!this.#storage) return;
+    this.#storage.release();
+    this.#storage = null;
+  }
+
+  describe(): string {
+    return `${this.name ? this.name + " " : ""}${this.dtype}${fmt(this.shape)}`;
+  }
+
+  toString(): string {
+    return `Tensor(${this.describe()})`;
+  }
+}

@@ -1,0 +1,130 @@
+import {
+  add,
+  addScalar,
+  div,
+  mul,
+  mulScalar,
+  neg,
+  rdivScalar,
+  rsubScalar,
+  sub,
+} from "../../src/ops/arithmetic.ts";
+import { checkOp } from "../helpers/check_op.ts";
+import { type Nd, nd, Rng } from "../helpers/reference.ts";
+import { gpuTest } from "../helpers/setup.ts";
+
+/** Float64 NumPy-style broadcasting of a binary function, and its gradient sums. */
+function broadcastRef(a: Nd, b: Nd, f: (x: number, y: number) => number): Nd {
+  const rank = Math.max(a.shape.length, b.shape.length);
+  const pa = [...Array(rank - a.shape.length).fill(1), ...a.shape];
+  const pb = [...Array(rank - b.shape.length).fill(1), ...b.shape];
+  const shape = pa.map((d, i) => Math.max(d, pb[i]));
+  const out = nd(shape);
+  const idx = new Array(rank).fill(0);
+  const offset = (p: number[]) => p.reduce((o, d, i) => o * d + (d === 1 ? 0 : idx[i]), 0);
+  for (let k = 0; k < out.data.length; k++) {
+    let r = k;
+    for (let d = rank - 1; d >= 0; d--) {
+      idx[d] = r % shape[d];
+      r = Math.floor(r / shape[d]);
+    }
+    out.data[k] = f(a.data[offset(pa)], b.data[offset(pb)]);
+  }
+  return out;
+}
+
+/** Gradient of a broadcast binary op: elementwise partials summed back to each input's shape. */
+function broadcastGrad(
+  a: Nd,
+  b: Nd,
+  dy: Nd,
+  da: (x: number, y: number) => number,
+  db: (x: number, y: number) => number,
+): Nd[] {
+  const rank = dy.shape.length;
+  const pa = [...Array(rank - a.shape.length).fill(1), ...a.shape];
+  const pb = [...Array(rank - b.shape.length).fill(1), ...b.shape];
+  const ga = nd(a.shape), gb = nd(b.shape);
+  const idx = new Array(rank).fill(0);
+  const offset = (p: number[]) => p.reduce((o, d, i) => o * d + (d === 1 ? 0 : idx[i]), 0);
+  for (let k = 0; k < dy.data.length; k++) {
+    let r = k;
+    for (let d = rank - 1; d >= 0; d--) {
+      idx[d] = r % dy.shape[d];
+      r = Math.floor(r / dy.shape[d]);
+    }
+    const ia = offset(pa), ib = offset(pb);
+    ga.data[ia] += dy.data[k] * da(a.data[ia], b.data[ib]);
+    gb.data[ib] += dy.data[k] * db(a.data[ia], b.data[ib]);
+  }
+  return [ga, gb];
+}
+
+const BINARY = [
+  { name: "add", op: add, f: (x: number, y: number) => x + y, da: () => 1, db: () => 1 },
+  { name: "sub", op: sub, f: (x: number, y: number) => x - y, da: () => 1, db: () => -1 },
+  {
+    name: "mul",
+    op: mul,
+    f: (x: number, y: number) => x * y,
+    da: (_: number, y: number) => y,
+    db: (x: number) => x,
+  },
+  {
+    name: "div",
+    op: div,
+    f: (x: number, y: number) => x / y,
+    da: (_: number, y: number) => 1 / y,
+    db: (x: number, y: number) => -x / (y * y),
+  },
+];
+
+const SHAPE_PAIRS: [number[], number[]][] = [
+  [[7], [7]],
+  [[3, 5], [5]],
+  [[2, 3, 4], [2, 1, 4]],
+  [[1], [2, 3]],
+  [[4, 1, 3], [5, 1]],
+  [[2, 3, 5, 7], [3, 1, 1]],
+  [[300], [300]], // more than one workgroup
+];
+
+for (const b of BINARY) {
+  gpuTest(`${b.name}: forward and gradients with broadcasting`, async () => {
+    const rng = new Rng(42);
+    for (const [sa, sb] of SHAPE_PAIRS) {
+      // Keep divisors away from 0 so finite differences are well conditioned.
+      const x = rng.array(sa), y = rng.array(sb, 0.5, 2);
+      await checkOp({
+        name: `${b.name} ${JSON.stringify(sa)} ${JSON.stringify(sb)}`,
+        inputs: [x, y],
+        gpu: (p, q) => b.op(p, q),
+        ref: (p, q) => broadcastRef(p, q, b.f),
+        refGrad: (dy, p, q) => broadcastGrad(p, q, dy, b.da, b.db),
+      });
+    }
+  });
+}
+
+gpuTest("neg and scalar arithmetic: forward and gradients", async () => {
+  const rng = new Rng(7);
+  const x = rng.array([3, 17], 0.5, 2);
+  const unary = (
+    name: string,
+    op: (t: import("../../src/tensor/tensor.ts").Tensor) => import("../../src/tensor/tensor.ts").Tensor,
+    f: (v: number) => number,
+    df: (v: number) => number,
+  ) =>
+    checkOp({
+      name,
+      inputs: [x],
+      gpu: op,
+      ref: (a) => nd(a.shape, a.data.map(f)),
+      refGrad: (dy, a) => [nd(a.shape, a.data.map((v, i) => dy.data[i] * df(v)))],
+    });
+  await unary("neg", neg, (v) => -v, () => -1);
+  await unary("mulScalar", (t) => mulScalar(t, 2.5), (v) => 2.5 * v, () => 2.5);
+  await unary("addScalar", (t) => addScalar(t, -3), (v) => v - 3, () => 1);
+  await unary("rsubScalar", (t) => rsubScalar(t, 1), (v) => 1 - v, () => -1);
+  await unary("rdivScalar", (t) => rdivScalar(t, 2), (v) => 2 / v, (v) => -2 / (v * v));
+});
