@@ -26,7 +26,7 @@ export interface InitOptions {
 }
 
 /** One binding of a dispatch: a storage buffer, or a uniform parameter block. */
-export type Binding = GPUBuffer | Params | { buffer: GPUBuffer; size: number };
+export type Binding = GPUBuffer | Params | { buffer: GPUBuffer; size: number; offset?: number };
 
 /** Limits the kernels rely on, requested up to what the adapter offers. */
 const WANTED_LIMITS = [
@@ -132,7 +132,9 @@ export class Gpu {
     const pipeline = this.pipelines.get(op, source, entryPoint);
     const entries: GPUBindGroupEntry[] = bindings.map((b, binding) => {
       if (b instanceof GPUBuffer) return { binding, resource: { buffer: b } };
-      if ("buffer" in b) return { binding, resource: { buffer: b.buffer, size: b.size } };
+      if ("buffer" in b) {
+        return { binding, resource: { buffer: b.buffer, size: b.size, offset: b.offset ?? 0 } };
+      }
       return { binding, resource: { buffer: this.uniforms.get(b) } };
     });
     const bindGroup = this.device.createBindGroup({

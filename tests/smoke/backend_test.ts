@@ -10,7 +10,11 @@ import { sum } from "../../src/ops/reduce.ts";
 import { gpuTest } from "../helpers/setup.ts";
 
 gpuTest("smoke: adapter, kernel, readback and gradient", async (gpu) => {
-  console.log(`adapter: ${gpu.adapterName} (${gpu.adapterClass}), backend ${Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default"}`);
+  console.log(
+    `adapter: ${gpu.adapterName} (${gpu.adapterClass}), backend ${
+      Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default"
+    }`,
+  );
   const x = fromArray([1, 2, 3, 4]);
   const { value, grads } = grad((t) => sum(mul(t, t)), [x]);
   assert.equal(await value.item(), 30);
