@@ -1,0 +1,109 @@
+import assert from "node:assert/strict";
+import { detach, grad, gradScope } from "../../src/autograd/backward.ts";
+import { isRecording, needsGrad, noGrad, record } from "../../src/autograd/tape.ts";
+import { add, mul, mulScalar, sub } from "../../src/ops/arithmetic.ts";
+import { fromArray, zeros } from "../../src/ops/creation.ts";
+import { sum } from "../../src/ops/reduce.ts";
+import { tidy } from "../../src/tensor/scope.ts";
+import { gpuTest } from "../helpers/setup.ts";
+
+function param(values: number[]) {
+  const t = fromArray(values);
+  t.requiresGrad = true;
+  return t;
+}
+
+gpuTest("tape: nothing is recorded outside a gradient scope", () => {
+  const w = param([1, 2]);
+  assert.equal(isRecording(), false);
+  assert.equal(needsGrad(w), false);
+  gradScope(() => {
+    assert.equal(isRecording(), true);
+    assert.equal(needsGrad(w), true);
+    noGrad(() => assert.equal(needsGrad(w), false));
+  });
+  w.dispose();
+});
+
+gpuTest("backward: accumulates into parameter grads across calls (PyTorch semantics)", async () => {
+  const w = param([1, 2, 3]);
+  const x = fromArray([4, 5, 6]);
+  // L = sum(w*w*x) -> dL/dw = 2 w x, and w is used twice (the tape sums both paths).
+  gradScope(() => sum(mul(mul(w, w), x)).backward());
+  assert.deepEqual([...await w.grad!.toArray()], [8, 20, 36]);
+  gradScope(() => sum(mul(w, x)).backward());
+  assert.deepEqual([...await w.grad!.toArray()], [12, 25, 42]);
+  assert.equal(x.grad, null, "inputs without requiresGrad get no grad");
+  for (const t of [w, w.grad!, x]) t.dispose();
+});
+
+gpuTest("grad(): input gradients only, parameters untouched, unused inputs get zeros", async () => {
+  const w = param([2, 3]);
+  const x = fromArray([1, 1]);
+  const unused = fromArray([5, 5]);
+  const { value, grads } = grad((xi) => sum(mul(mul(xi, xi), w)), [x, unused]);
+  assert.equal(await value.item(), 5);
+  assert.deepEqual([...await grads[0].toArray()], [4, 6]);
+  assert.deepEqual([...await grads[1].toArray()], [0, 0]);
+  assert.equal(w.grad, null, "grad() does not touch parameter grads");
+  for (const t of [w, x, unused, value, ...grads]) t.dispose();
+});
+
+gpuTest("grad() inside a training scope does not record on the outer tape", async () => {
+  const w = param([1, 1]);
+  const x = fromArray([3, 4]);
+  gradScope(() => {
+    // An attack-style inner gradient, then a training loss on its detached result.
+    const { grads } = grad((xi) => sum(mul(xi, w)), [x]);
+    const loss = sum(mul(w, grads[0]));
+    loss.backward();
+  });
+  // d/dw sum(w * g) with g = w treated as a constant (no second-order term) = g = [1, 1]
+  assert.deepEqual([...await w.grad!.toArray()], [1, 1]);
+  for (const t of [w, w.grad!, x]) t.dispose();
+});
+
+gpuTest("detach and noGrad stop gradients", async () => {
+  const w = param([1, 2]);
+  gradScope(() => sum(add(mul(w, w), mul(detach(w), w))).backward());
+  // d/dw (w^2 + c*w) with c = w detached = 2w + c = 3w
+  assert.deepEqual([...await w.grad!.toArray()], [3, 6]);
+  assert.throws(
+    () => gradScope(() => noGrad(() => sum(mul(w, w))).backward()),
+    /does not depend on any tensor that needs a gradient/,
+  );
+  for (const t of [w, w.grad!]) t.dispose();
+});
+
+gpuTest("backward: clear errors outside a scope, for non-scalar losses and bad gradient shapes", () => {
+  const w = param([1, 2]);
+  const y = mulScalar(w, 2);
+  assert.throws(() => y.backward(), /no gradient scope is recording/);
+  assert.throws(() => gradScope(() => mulScalar(w, 2).backward()), /loss must be a scalar \(got \[2\]\)/);
+  assert.throws(
+    () =>
+      gradScope(() => {
+        const out = record("badOp", [w], sum(w), () => [zeros([3])]);
+        out.backward();
+      }),
+    /badOp\.backward: gradient for input 0 has shape \[3\] but the input is \[2\]/,
+  );
+  y.dispose();
+  w.dispose();
+});
+
+gpuTest("backward: a 3000-op chain runs iteratively (no recursion) and frees intermediates", async (gpu) => {
+  const w = param([1]);
+  const base = gpu.memory().bytesInUse;
+  gradScope(() => {
+    let y = w;
+    for (let i = 0; i < 3000; i++) y = sub(mulScalar(y, 1), mulScalar(w, 0));
+    sum(y).backward();
+  });
+  assert.deepEqual([...await w.grad!.toArray()], [1]);
+  w.grad!.dispose();
+  w.grad = null;
+  assert.equal(gpu.memory().bytesInUse, base, "the scope freed its intermediates");
+  tidy(() => zeros([1]));
+  w.dispose();
+});

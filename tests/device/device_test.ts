@@ -1,0 +1,110 @@
+import assert from "node:assert/strict";
+import { sizeClass } from "../../src/device/buffer_pool.ts";
+import { NoAdapterError } from "../../src/device/errors.ts";
+import { params } from "../../src/device/uniforms.ts";
+import { add } from "../../src/ops/arithmetic.ts";
+import { fromArray, zeros } from "../../src/ops/creation.ts";
+import { launch } from "../../src/ops/kernel.ts";
+import { tidy } from "../../src/tensor/scope.ts";
+import { gpuTest } from "../helpers/setup.ts";
+
+Deno.test("no adapter: a clear error that says how to fix it", async () => {
+  // A backend this Linux machine lacks makes requestAdapter() return null, as on a machine
+  // without GPU drivers or Mesa.
+  const probe = `import { createGpu } from "${new URL("../../src/device/gpu.ts", import.meta.url)}";
+    try { await createGpu({ quiet: true }); console.log("adapter found"); }
+    catch (e) { console.log(e.name + ": " + e.message); }`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", probe],
+    env: { DENO_WEBGPU_BACKEND: "metal", XDG_RUNTIME_DIR: "/tmp" },
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.match(text, /NoAdapterError: No WebGPU adapter found \(DENO_WEBGPU_BACKEND=metal\)/);
+  assert.match(text, /apt-get install mesa-vulkan-drivers/);
+  assert.match(new NoAdapterError().message, /GPU: install or update its driver/);
+});
+
+gpuTest("adapter: fallback adapter is recognised and limits are raised past the defaults", (gpu) => {
+  assert.equal(gpu.adapterClass, gpu.isFallbackAdapter ? "cpu" : "gpu");
+  assert.ok(gpu.adapterName.length > 0);
+  // WebGPU's default is 8 storage buffers per stage and 16 KiB of workgroup memory.
+  assert.ok(gpu.limits.maxStorageBuffersPerShaderStage >= 8);
+  assert.ok(gpu.limits.maxComputeWorkgroupStorageSize >= 16384);
+  if (gpu.isFallbackAdapter) {
+    assert.ok(gpu.limits.maxStorageBuffersPerShaderStage > 8, "requested the adapter's limits");
+  }
+});
+
+Deno.test("buffer pool size classes: multiples of 256 B, then 8 classes per power of two", () => {
+  assert.equal(sizeClass(1), 256);
+  assert.equal(sizeClass(257), 512);
+  assert.equal(sizeClass(65536), 65536);
+  assert.equal(sizeClass(65537), 73728); // 64 KiB + 8 KiB
+  for (const n of [70_000, 1_000_000, 123_456_789]) {
+    const c = sizeClass(n);
+    assert.ok(c >= n && c <= n * 1.125 + 256, `class ${c} for ${n}`);
+  }
+});
+
+gpuTest("buffer pool: released buffers are reused and counters track bytes", (gpu) => {
+  const before = gpu.memory();
+  const t = zeros([1000]);
+  const mid = gpu.memory();
+  assert.equal(mid.bytesInUse - before.bytesInUse, sizeClass(4000));
+  t.dispose();
+  const after = gpu.memory();
+  assert.equal(after.bytesInUse, before.bytesInUse);
+  const u = zeros([1000]);
+  assert.ok(gpu.memory().reuses > after.reuses, "the freed buffer was reused");
+  u.dispose();
+  assert.ok(gpu.memory().bytesAllocated >= gpu.memory().bytesInUse + gpu.memory().bytesPooled - 1);
+});
+
+gpuTest("encoder: dispatches are batched into few submits", async (gpu) => {
+  await gpu.sync();
+  const d0 = gpu.encoder.dispatches, s0 = gpu.encoder.submits;
+  const x = zeros([64]);
+  tidy(() => {
+    let y = x;
+    for (let i = 0; i < 100; i++) y = add(y, x);
+  });
+  await gpu.sync();
+  const dispatches = gpu.encoder.dispatches - d0, submits = gpu.encoder.submits - s0;
+  assert.ok(dispatches >= 100);
+  assert.ok(submits <= Math.ceil(dispatches / gpu.tunables.dispatchesPerSubmit) + 1, `${submits} submits`);
+  x.dispose();
+});
+
+gpuTest("pipeline cache: the same shader source compiles once", (gpu) => {
+  const x = fromArray([1, 2, 3]);
+  tidy(() => add(x, x));
+  const compiled = gpu.pipelines.compiled;
+  tidy(() => add(x, x));
+  assert.equal(gpu.pipelines.compiled, compiled);
+  x.dispose();
+});
+
+gpuTest("validation errors surface at the next sync, naming the op and the adapter", async (gpu) => {
+  const bad = "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }";
+  // WebGPU reports shader errors asynchronously; the next sync point throws them.
+  launch("broken_kernel", bad, [], [1]);
+  let error: Error | null = null;
+  for (let i = 0; i < 20 && !error; i++) {
+    try {
+      await gpu.sync();
+      await new Promise((r) => setTimeout(r, 10));
+    } catch (e) {
+      error = e as Error;
+    }
+  }
+  assert.ok(error, "the validation error was reported");
+  assert.match(error.message, /in op 'broken_kernel'/);
+  assert.match(error.message, /parsing error/);
+  assert.ok(error.message.includes(gpu.adapterName));
+});
+
+gpuTest("params: integers are range-checked", () => {
+  assert.throws(() => params().u32(-1), /not a u32/);
+  assert.throws(() => params().i32(2 ** 31), /not an i32/);
+  assert.equal(params().u32(1).f32(0.5).bytes().byteLength, 16);
+});
