@@ -1,0 +1,37 @@
+/** Files: safetensors, atomic checkpoints, PNG images and charts, report writers. */
+export {
+  type DecodedSafetensors,
+  decodeSafetensors,
+  encodeSafetensors,
+  frameworkDType,
+  halfToFloat,
+  type HostArray,
+  type SafetensorsDType,
+  safetensorsDType,
+  type SafetensorsInput,
+  type SafetensorsTensor,
+  type WritableDType,
+} from "./safetensors.ts";
+export {
+  type Checkpoint,
+  type CheckpointContents,
+  type HostTensor,
+  loadCheckpoint,
+  loadIntoTensors,
+  type LoadOptions,
+  type LoadResult,
+  saveCheckpoint,
+  writeFileAtomic,
+} from "./checkpoint.ts";
+export {
+  type ChartOptions,
+  crc32,
+  encodePng,
+  type GridOptions,
+  type Image,
+  imageGrid,
+  lineChart,
+  type Series,
+  writePng,
+} from "./png.ts";
+export { type Align, appendJsonLine, markdownTable, readJsonLines, writeJson } from "./report.ts";
