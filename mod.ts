@@ -9,3 +9,4 @@ export { keep, tidy } from "./src/tensor/scope.ts";
 export { backward, detach, grad, gradScope } from "./src/autograd/backward.ts";
 export { isRecording, noGrad } from "./src/autograd/tape.ts";
 export * from "./src/ops/mod.ts";
+export * from "./src/optim/mod.ts";

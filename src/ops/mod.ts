@@ -4,3 +4,4 @@ export * from "./random.ts";
 export * from "./arithmetic.ts";
 export * from "./reduce.ts";
 export { sumToShape } from "./reduce_axes.ts";
+export * from "./loss.ts";
