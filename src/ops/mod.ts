@@ -5,3 +5,5 @@ export * from "./arithmetic.ts";
 export * from "./reduce.ts";
 export { sumToShape } from "./reduce_axes.ts";
 export * from "./loss.ts";
+export * from "./batchnorm.ts";
+export * from "./pool.ts";

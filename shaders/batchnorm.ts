@@ -1,0 +1,442 @@
+/**
+ * Batch normalisation over NCHW tensors, per channel c (M = N·H·W values each):
+ *
+ *   forward   y = (x − mean_c) · invstd_c · gamma_c + beta_c      (optionally ReLU'd)
+ *   backward  dbeta_c  = Σ dy          dgamma_c = Σ dy · x̂
+ *             dx = gamma_c · invstd_c · (dy − Σdy/M − x̂ · Σ(dy·x̂)/M)   (training)
+ *             dx = gamma_c · invstd_c · dy                                (eval)
+ *   with x̂ = (x − mean_c) · invstd_c, and dy masked by y > 0 when ReLU is fused.
+ *
+ * Both directions are a per-channel reduction followed by one elementwise pass:
+ *   1. `channelSumsShader`: the "lanes" of a channel each sum two quantities over part of
+ *      the channel's elements and write partial sums (no float atomics: deterministic);
+ *   2. a finalize kernel, one invocation per channel, adds the partials in a fixed order;
+ *   3. `normalizeShader` / `batchNormBackwardDataShader` stream over x (and dy) once more.
+ * So the forward reads x twice and writes y once; the backward reads x and dy twice each.
+ *
+ * Elements are processed in "units": a vec4 of four neighbours when H·W is a multiple of 4
+ * (fewer loads and index computations), else single floats. A unit never straddles two
+ * channels, so all its elements share the per-channel constants.
+ *
+ * Two variants of the reduction (chosen per adapter class by the op):
+ *   "cpu": each invocation is one lane, sums a short fixed run of units and writes its own
+ *          partial: no workgroup memory and no barriers, which are slow on llvmpipe (a
+ *          barrier is a coroutine switch; storage loads are per-lane scalar loops);
+ *   "gpu": classic: 256 invocations per workgroup stride over the channel (coalesced), then
+ *          a tree reduction in workgroup memory, one partial per workgroup.
+ */
+import { wgsl } from "wgsl-preprocessor";
+
+export type BatchNormVariant = "cpu" | "gpu";
+
+/** Invocations per workgroup of the reduction kernels, per variant. */
+export const REDUCE_WORKGROUP: Record<BatchNormVariant, number> = { cpu: 64, gpu: 256 };
+/** Invocations per workgroup of the streaming (elementwise) passes. */
+export const BN_WORKGROUP = 256;
+/**
+ * Invocations per workgroup of the per-channel finalize kernels (one channel each): small, so
+ * even 64 channels spread over several workgroups (CPU threads on llvmpipe).
+ */
+export const FINALIZE_WORKGROUP = 8;
+
+/** Per-unit type and helpers: `T` is vec4<f32> or f32. */
+function unitType(vec4: boolean): string {
+  return vec4
+    ? `alias T = vec4<f32>;
+fn hsum(v: T) -> f32 { return v.x + v.y + v.z + v.w; }`
+    : `alias T = f32;
+fn hsum(v: T) -> f32 { return v; }`;
+}
+
+/**
+ * The affine part of the forward, shared by every kernel that needs y (the ReLU mask in the
+ * backward is recomputed from x rather than stored, so it must match the forward exactly).
+ */
+const affine = /* wgsl */ `
+fn bn_affine(v: T, mean: f32, scale: f32, shift: f32) -> T {
+  return (v - T(mean)) * T(scale) + T(shift);
+}`;
+
+/** Flat index of 1-D workgroups spilled over a 2-D grid (WebGPU caps a dimension at 65,535). */
+function flat(size: number): string {
+  return `fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return gid.x + gid.y * nwg.x * ${size}u;
+}`;
+}
+
+export interface ChannelSumsSpec {
+  /** "stats": Σ(x−K), Σ(x−K)² with K a per-channel shift; "grad": Σdy, Σdy·x̂. */
+  kind: "stats" | "grad";
+  variant: BatchNormVariant;
+  vec4: boolean;
+  /** "grad" only: mask dy with y > 0 (fused ReLU); binds gamma and beta. */
+  relu?: boolean;
+  /**
+   * "cpu" only: units per lane, a fixed count so the loop unrolls (llvmpipe runs short
+   * straight-line loops far faster than long data-dependent ones).
+   */
+  run?: number;
+  /** "cpu" only: `run` divides the units of a plane, so a lane's run stays in one plane. */
+  aligned?: boolean;
+}
+
+/**
+ * Per-channel partial sums. Bindings: x, [dy, stats, [gamma, beta]], partials, params.
+ * Units of channel c are numbered u = 0 .. N·(units per plane) − 1, image by image.
+ *   "cpu": lane l sums the run of units [l·run, l·run + run) and writes its own partial;
+ *   "gpu": lane l (of parts·256) visits units l, l + lanes, ... (coalesced), then the
+ *          workgroup adds its 256 lanes with a tree and writes one partial.
+ *
+ * "stats" sums deviations from K = the channel's first element instead of raw x: then
+ * var = Σ(x−K)²/M − (Σ(x−K)/M)² does not lose digits to cancellation when |mean| >> std.
+ */
+export function channelSumsShader(spec: ChannelSumsSpec): string {
+  const wg = REDUCE_WORKGROUP[spec.variant];
+  const grad = spec.kind === "grad";
+  const relu = grad && (spec.relu ?? false);
+  const gpu = spec.variant === "gpu";
+  const run = spec.run ?? 16;
+  const aligned = !gpu && (spec.aligned ?? false);
+  let b = 0;
+  const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
+  const bindings = [
+    bind("var<storage, read> x: array<T>"),
+    ...(grad
+      ? [bind("var<storage, read> dy: array<T>"), bind("var<storage, read> stats: array<vec2<f32>>")]
+      : []),
+    ...(relu
+      ? [bind("var<storage, read> gamma: array<f32>"), bind("var<storage, read> beta: array<f32>")]
+      : []),
+    bind("var<storage, read_write> partials: array<vec2<f32>>"),
+    bind("var<uniform> p: Params"),
+  ].join("\n");
+  return wgsl`
+${unitType(spec.vec4)}
+${affine}
+${flat(wg)}
+struct Params {
+  channels: u32,
+  units_per_plane: u32,   // H·W / unit width
+  units_per_channel: u32, // N · units_per_plane
+  lanes: u32,             // lanes per channel
+  parts: u32,             // partial sums per channel
+}
+${bindings}
+#if ${gpu}
+var<workgroup> shared_sums: array<vec2<f32>, ${wg}>;
+#endif
+
+// The channel's constants and running sums, shared by main() and add_unit().
+var<private> sum1: T;
+var<private> sum2: T;
+#if ${grad}
+var<private> mean: f32;
+var<private> invstd: f32;
+var<private> scale: f32;
+var<private> shift: f32;
+#else
+var<private> k: T;
+#endif
+
+// Adds the unit at index 'at' of x (and dy).
+fn add_unit(at: u32) {
+#if ${grad}
+  let v = x[at];
+  let xhat = (v - T(mean)) * T(invstd);
+#if ${relu}
+  let g = select(T(0.0), dy[at], bn_affine(v, mean, scale, shift) > T(0.0));
+#else
+  let g = dy[at];
+#endif
+  sum1 += g;
+  sum2 += g * xhat;
+#else
+  let d = x[at] - k;
+  sum1 += d;
+  sum2 += d * d;
+#endif
+}
+
+// Index in x of unit u of channel c.
+fn unit_index(c: u32, u: u32) -> u32 {
+  let n = u / p.units_per_plane;
+  return (n * p.channels + c) * p.units_per_plane + (u - n * p.units_per_plane);
+}
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32,
+        @builtin(workgroup_id) wid: vec3<u32>) {
+#if ${gpu}
+  // Grid (parts, channels): every invocation is a lane (lanes = parts · ${wg}).
+  let c = wid.y;
+  let lane = gid.x;
+#else
+  // Flat grid over channels · lanes.
+  let g = flat_index(gid, nwg);
+  if (g >= p.channels * p.lanes) { return; }
+  let c = g / p.lanes;
+  let lane = g - c * p.lanes;
+#endif
+#if ${grad}
+  mean = stats[c].x;
+  invstd = stats[c].y;
+#if ${relu}
+  scale = invstd * gamma[c];
+  shift = beta[c];
+#endif
+#else
+  // K: the channel's first element (image 0, offset 0 of plane c).
+  k = T(x[c * p.units_per_plane]${spec.vec4 ? ".x" : ""});
+#endif
+  sum1 = T(0.0);
+  sum2 = T(0.0);
+#if ${gpu}
+  for (var u = lane; u < p.units_per_channel; u += p.lanes) { add_unit(unit_index(c, u)); }
+  shared_sums[lid] = vec2<f32>(hsum(sum1), hsum(sum2));
+  workgroupBarrier();
+  for (var stride = ${wg / 2}u; stride > 0u; stride = stride / 2u) {
+    if (lid < stride) { shared_sums[lid] += shared_sums[lid + stride]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { partials[c * p.parts + wid.x] = shared_sums[0]; }
+#else
+  let first = lane * ${run}u;
+#if ${aligned}
+  // The run lies in one plane: consecutive addresses.
+  let base = unit_index(c, first);
+  for (var j = 0u; j < ${run}u; j++) { add_unit(base + j); }
+#else
+  for (var j = 0u; j < ${run}u; j++) {
+    let u = first + j;
+    if (u < p.units_per_channel) { add_unit(unit_index(c, u)); }
+  }
+#endif
+  partials[c * p.parts + lane] = vec2<f32>(hsum(sum1), hsum(sum2));
+#endif
+}`;
+}
+
+/**
+ * Training forward, one invocation per channel: adds the channel's partial sums (in order),
+ * saves stats[c] = (mean, 1/sqrt(var + eps)) with the biased variance, and updates the
+ * running statistics in place (PyTorch): running = (1 − m)·running + m·batch, the running
+ * variance from the unbiased variance var·M/(M−1).
+ * Bindings: x (for the shift K), partials, stats, running_mean, running_var, params.
+ * The running tensors are bound once, read_write (read + read_write of one buffer in one
+ * dispatch is a validation error).
+ */
+export const batchStatsFinalizeShader = /* wgsl */ `
+struct Params {
+  channels: u32, parts: u32, plane: u32, count: f32,
+  eps: f32, momentum: f32, unbias: f32,
+}
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> partials: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read_write> stats: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> running_mean: array<f32>;
+@group(0) @binding(4) var<storage, read_write> running_var: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
+
+@compute @workgroup_size(${FINALIZE_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let c = gid.x;
+  if (c >= p.channels) { return; }
+  var s = vec2<f32>(0.0);
+  for (var j = 0u; j < p.parts; j++) { s += partials[c * p.parts + j]; }
+  let shifted_mean = s.x / p.count;
+  let mean = x[c * p.plane] + shifted_mean;
+  let variance = max(s.y / p.count - shifted_mean * shifted_mean, 0.0);
+  stats[c] = vec2<f32>(mean, inverseSqrt(variance + p.eps));
+  running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean;
+  running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * variance * p.unbias;
+}`;
+
+/**
+ * Eval mode, one invocation per channel: stats[c] = (running_mean, 1/sqrt(running_var + eps)).
+ * A snapshot, so the backward uses the statistics the forward used.
+ */
+export const runningStatsShader = /* wgsl */ `
+struct Params { channels: u32, eps: f32 }
+@group(0) @binding(0) var<storage, read> running_mean: array<f32>;
+@group(0) @binding(1) var<storage, read> running_var: array<f32>;
+@group(0) @binding(2) var<storage, read_write> stats: array<vec2<f32>>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+@compute @workgroup_size(${FINALIZE_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let c = gid.x;
+  if (c >= p.channels) { return; }
+  stats[c] = vec2<f32>(running_mean[c], inverseSqrt(running_var[c] + p.eps));
+}`;
+
+/**
+ * How the streaming passes cut the units: each invocation handles a run of `run` consecutive
+ * units (unrolled; on llvmpipe 4 vec4 units per invocation stream ~2x faster than one). When
+ * `aligned`, the run divides a plane, so the whole run shares one channel and its constants
+ * are loaded once; otherwise each unit finds its channel and checks the bound.
+ */
+export interface StreamSpec {
+  vec4: boolean;
+  run: number;
+  aligned: boolean;
+}
+
+/** main() of a streaming pass: calls load_channel(c) and do_unit(u) for its run of units. */
+function streamMain(spec: StreamSpec): string {
+  return wgsl`
+@compute @workgroup_size(${BN_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+  let first = flat_index(gid, nwg) * ${spec.run}u;
+#if ${spec.aligned}
+  if (first >= p.units) { return; }
+  load_channel((first / p.units_per_plane) % p.channels);
+  for (var j = 0u; j < ${spec.run}u; j++) { do_unit(first + j); }
+#else
+  for (var j = 0u; j < ${spec.run}u; j++) {
+    let u = first + j;
+    if (u < p.units) {
+      load_channel((u / p.units_per_plane) % p.channels);
+      do_unit(u);
+    }
+  }
+#endif
+}`;
+}
+
+/**
+ * y = (x − mean)·(invstd·gamma) + beta per unit, optionally max(y, 0).
+ * Bindings: x, stats, gamma, beta, y, params.
+ */
+export function normalizeShader(spec: StreamSpec, relu: boolean): string {
+  return wgsl`
+${unitType(spec.vec4)}
+${affine}
+${flat(BN_WORKGROUP)}
+struct Params { units: u32, units_per_plane: u32, channels: u32 }
+@group(0) @binding(0) var<storage, read> x: array<T>;
+@group(0) @binding(1) var<storage, read> stats: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read> gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> beta: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<T>;
+@group(0) @binding(5) var<uniform> p: Params;
+
+var<private> mean: f32;
+var<private> scale: f32;
+var<private> shift: f32;
+
+fn load_channel(c: u32) {
+  mean = stats[c].x;
+  scale = stats[c].y * gamma[c];
+  shift = beta[c];
+}
+
+fn do_unit(u: u32) {
+  let out = bn_affine(x[u], mean, scale, shift);
+#if ${relu}
+  y[u] = max(out, T(0.0));
+#else
+  y[u] = out;
+#endif
+}
+${streamMain(spec)}`;
+}
+
+/**
+ * Backward finalize, one invocation per channel: dbeta = Σdy, dgamma = Σdy·x̂ (partials added
+ * in order), and in training the two means the data gradient needs: coef[c] = (Σdy/M, Σdy·x̂/M).
+ * Bindings: partials, dgamma, dbeta, [coef], params.
+ */
+export function batchNormBackwardFinalizeShader(training: boolean): string {
+  return wgsl`
+struct Params { channels: u32, parts: u32, count: f32 }
+@group(0) @binding(0) var<storage, read> partials: array<vec2<f32>>;
+@group(0) @binding(1) var<storage, read_write> dgamma: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dbeta: array<f32>;
+#if ${training}
+@group(0) @binding(3) var<storage, read_write> coef: array<vec2<f32>>;
+@group(0) @binding(4) var<uniform> p: Params;
+#else
+@group(0) @binding(3) var<uniform> p: Params;
+#endif
+
+@compute @workgroup_size(${FINALIZE_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let c = gid.x;
+  if (c >= p.channels) { return; }
+  var s = vec2<f32>(0.0);
+  for (var j = 0u; j < p.parts; j++) { s += partials[c * p.parts + j]; }
+  dbeta[c] = s.x;
+  dgamma[c] = s.y;
+#if ${training}
+  coef[c] = s / p.count;
+#endif
+}`;
+}
+
+/**
+ * dx per unit. Training: gamma·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)); eval: gamma·invstd·dy
+ * (the statistics are constants). With ReLU, dy is first masked by y > 0.
+ * Bindings: [x], dy, stats, gamma, [beta], [coef], dx, params (x only when training or ReLU).
+ */
+export function batchNormBackwardDataShader(spec: StreamSpec, training: boolean, relu: boolean): string {
+  const needsX = training || relu;
+  let b = 0;
+  const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
+  const bindings = [
+    ...(needsX ? [bind("var<storage, read> x: array<T>")] : []),
+    bind("var<storage, read> dy: array<T>"),
+    bind("var<storage, read> stats: array<vec2<f32>>"),
+    bind("var<storage, read> gamma: array<f32>"),
+    ...(relu ? [bind("var<storage, read> beta: array<f32>")] : []),
+    ...(training ? [bind("var<storage, read> coef: array<vec2<f32>>")] : []),
+    bind("var<storage, read_write> dx: array<T>"),
+    bind("var<uniform> p: Params"),
+  ].join("\n");
+  return wgsl`
+${unitType(spec.vec4)}
+${affine}
+${flat(BN_WORKGROUP)}
+struct Params { units: u32, units_per_plane: u32, channels: u32 }
+${bindings}
+
+var<private> mean: f32;
+var<private> invstd: f32;
+var<private> scale: f32;
+var<private> shift: f32;
+var<private> mean_dy: f32;
+var<private> mean_dy_xhat: f32;
+
+fn load_channel(c: u32) {
+  mean = stats[c].x;
+  invstd = stats[c].y;
+  scale = invstd * gamma[c];
+#if ${relu}
+  shift = beta[c];
+#endif
+#if ${training}
+  mean_dy = coef[c].x;
+  mean_dy_xhat = coef[c].y;
+#endif
+}
+
+fn do_unit(u: u32) {
+#if ${needsX}
+  let v = x[u];
+#endif
+#if ${relu}
+  let g = select(T(0.0), dy[u], bn_affine(v, mean, scale, shift) > T(0.0));
+#else
+  let g = dy[u];
+#endif
+#if ${training}
+  let xhat = (v - T(mean)) * T(invstd);
+  dx[u] = T(scale) * (g - T(mean_dy) - xhat * T(mean_dy_xhat));
+#else
+  dx[u] = T(scale) * g;
+#endif
+}
+${streamMain(spec)}`;
+}

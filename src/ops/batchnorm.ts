@@ -1,0 +1,295 @@
+/**
+ * 2-D batch normalisation (NCHW, statistics per channel), with an optional fused ReLU.
+ *
+ * Training: normalise with the batch mean and biased variance, save (mean, invstd) for the
+ * backward, and update the running statistics in place (PyTorch semantics, unbiased
+ * variance). Eval: normalise with the running statistics. The kernels and the math are in
+ * shaders/batchnorm.ts; this file chooses sizes, dispatches and holds the gradient rule.
+ *
+ * Cost: forward = 2 reads of x + 1 write of y; backward = 2 reads of x and dy + 1 write of dx.
+ */
+import {
+  batchNormBackwardDataShader,
+  batchNormBackwardFinalizeShader,
+  type BatchNormVariant,
+  batchStatsFinalizeShader,
+  BN_WORKGROUP,
+  channelSumsShader,
+  FINALIZE_WORKGROUP,
+  normalizeShader,
+  REDUCE_WORKGROUP,
+  runningStatsShader,
+  type StreamSpec,
+} from "../../shaders/batchnorm.ts";
+import { needsGrad, record } from "../autograd/tape.ts";
+import { currentGpu } from "../device/runtime.ts";
+import { fmt, ShapeError } from "../tensor/shape.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { checkFloat } from "./elementwise.ts";
+import { grid1d, launch, output, params } from "./kernel.ts";
+
+export interface BatchNormOptions {
+  /** Batch statistics (and running-stat update) when true; running statistics when false. */
+  training: boolean;
+  /** Weight of the batch statistics in the running-stat update (PyTorch default 0.1). */
+  momentum?: number;
+  /** Added to the variance before the square root (default 1e-5). */
+  eps?: number;
+  /** Apply ReLU to the output, fused into the same pass (and its mask into the backward). */
+  relu?: boolean;
+}
+
+/**
+ * Kernel variant: "cpu" (barrier-free reductions and runs of units per invocation, for
+ * llvmpipe) or "gpu" (workgroup tree reductions, one unit per invocation). `null` picks by
+ * adapter class; tests force each one.
+ */
+export const batchNormTuning: { variant: BatchNormVariant | null } = { variant: null };
+
+function variant(): BatchNormVariant {
+  return batchNormTuning.variant ?? currentGpu().adapterClass;
+}
+
+/** How the N·C·H·W elements are cut into units (vec4 when a plane holds a multiple of 4). */
+interface Layout {
+  n: number;
+  channels: number;
+  /** Elements per channel, N·H·W. */
+  count: number;
+  vec4: boolean;
+  unitsPerPlane: number;
+  unitsPerChannel: number;
+  units: number;
+  /** How the streaming passes cut the units (shaders/batchnorm.ts StreamSpec). */
+  stream: StreamSpec;
+}
+
+function layoutOf(x: Tensor): Layout {
+  const [n, channels, h, w] = x.shape;
+  const plane = h * w;
+  const vec4 = plane % 4 === 0;
+  const unitsPerPlane = vec4 ? plane / 4 : plane;
+  return {
+    n,
+    channels,
+    count: n * plane,
+    vec4,
+    unitsPerPlane,
+    unitsPerChannel: n * unitsPerPlane,
+    units: n * channels * unitsPerPlane,
+    stream: streamPlan(vec4, unitsPerPlane),
+  };
+}
+
+/**
+ * Streaming passes on llvmpipe: 4 units per invocation (2 when only that divides a plane, to
+ * keep runs inside one channel; 4 with per-unit channel lookups when neither does).
+ */
+function streamPlan(vec4: boolean, unitsPerPlane: number): StreamSpec {
+  // A real GPU wants neighbouring invocations on neighbouring units (coalesced): one each.
+  if (variant() === "gpu") return { vec4, run: 1, aligned: true };
+  const run = [4, 2].find((r) => unitsPerPlane % r === 0);
+  return run ? { vec4, run, aligned: true } : { vec4, run: 4, aligned: false };
+}
+
+/**
+ * Lanes and partial sums per channel.
+ *   cpu: one lane per run of 16 units (or 8 / 4 when that divides a plane, so runs never
+ *        cross a plane), one partial per lane: no barriers at all. On llvmpipe short fixed
+ *        runs beat long strided loops ~2x (measured).
+ *   gpu: 256-lane workgroups, each lane ~8+ units, up to 64 workgroups (partials) per channel.
+ */
+function reductionPlan(l: Layout, v: BatchNormVariant) {
+  const u = l.unitsPerChannel;
+  if (v === "gpu") {
+    const wg = REDUCE_WORKGROUP.gpu;
+    const parts = Math.max(1, Math.min(64, Math.ceil(u / (wg * 8))));
+    return { lanes: parts * wg, parts, run: 0, aligned: false, grid: [parts, l.channels] };
+  }
+  let run = [16, 8, 4].find((r) => l.unitsPerPlane % r === 0) ?? 16;
+  // Huge channels: longer runs, so the finalize adds at most 4096 partials per channel.
+  if (u > run * MAX_CPU_PARTS) run = Math.ceil(u / MAX_CPU_PARTS);
+  const aligned = l.unitsPerPlane % run === 0;
+  const lanes = Math.ceil(u / run);
+  return { lanes, parts: lanes, run, aligned, grid: grid1d(l.channels * lanes, REDUCE_WORKGROUP.cpu) };
+}
+
+const MAX_CPU_PARTS = 4096;
+
+/** Launches the per-channel reduction; returns the partial sums [C, parts] of vec2. */
+function channelSums(
+  op: string,
+  l: Layout,
+  kind: "stats" | "grad",
+  inputs: Tensor[],
+  relu = false,
+): { partials: Tensor; parts: number } {
+  const v = variant();
+  const plan = reductionPlan(l, v);
+  const partials = output(op, [l.channels, plan.parts, 2]);
+  const source = channelSumsShader({
+    kind,
+    variant: v,
+    vec4: l.vec4,
+    relu,
+    run: plan.run,
+    aligned: plan.aligned,
+  });
+  const p = params().u32(l.channels, l.unitsPerPlane, l.unitsPerChannel, plan.lanes, plan.parts);
+  launch(op, source, [...inputs, partials, p], plan.grid);
+  return { partials, parts: plan.parts };
+}
+
+function check(op: string, x: Tensor, perChannel: [string, Tensor][], options: BatchNormOptions): void {
+  checkFloat(op, x, ...perChannel.map(([, t]) => t));
+  if (x.rank !== 4) {
+    throw new ShapeError(op, `expects x of shape [N, C, H, W], got ${fmt(x.shape)}`);
+  }
+  const c = x.shape[1];
+  for (const [name, t] of perChannel) {
+    if (t.rank !== 1 || t.shape[0] !== c) {
+      throw new ShapeError(
+        op,
+        `${name} must have shape [${c}] (one value per channel of x ${fmt(x.shape)}), got ${fmt(t.shape)}`,
+      );
+    }
+  }
+  const { momentum = 0.1, eps = 1e-5 } = options;
+  if (!(momentum >= 0 && momentum <= 1)) throw new ShapeError(op, `momentum ${momentum} must be in [0, 1]`);
+  if (!(eps > 0)) throw new ShapeError(op, `eps ${eps} must be > 0`);
+  if (options.training && x.shape[0] * x.shape[2] * x.shape[3] === 0) {
+    throw new ShapeError(op, `training needs at least one value per channel, got x ${fmt(x.shape)}`);
+  }
+}
+
+/**
+ * Batch normalisation of x [N, C, H, W] with scale gamma [C] and shift beta [C].
+ * Training mode also updates runningMean and runningVar [C] in place (not recorded on the
+ * tape: they are not inputs of the op). Differentiable with respect to x, gamma and beta.
+ */
+export function batchNorm2d(
+  x: Tensor,
+  gamma: Tensor,
+  beta: Tensor,
+  runningMean: Tensor,
+  runningVar: Tensor,
+  options: BatchNormOptions,
+): Tensor {
+  const { y, stats } = batchNorm2dWithStats(x, gamma, beta, runningMean, runningVar, options);
+  stats.dispose();
+  return y;
+}
+
+/**
+ * batchNorm2d that also returns the statistics it normalised with: stats [C, 2] holds
+ * (mean, 1/sqrt(var + eps)) per channel — batch statistics (biased variance) in training,
+ * running ones in eval. The caller owns `stats` (the gradient rule keeps its own reference).
+ */
+export function batchNorm2dWithStats(
+  x: Tensor,
+  gamma: Tensor,
+  beta: Tensor,
+  runningMean: Tensor,
+  runningVar: Tensor,
+  options: BatchNormOptions,
+): { y: Tensor; stats: Tensor } {
+  const op = "batchNorm2d";
+  check(op, x, [["gamma", gamma], ["beta", beta], ["runningMean", runningMean], [
+    "runningVar",
+    runningVar,
+  ]], options);
+  if (options.training && runningMean.buffer === runningVar.buffer) {
+    throw new ShapeError(op, "runningMean and runningVar must be different tensors (both are updated)");
+  }
+  const { training, momentum = 0.1, eps = 1e-5, relu = false } = options;
+  const l = layoutOf(x);
+  const stats = output(op, [l.channels, 2]);
+  const y = output(op, x.shape);
+  if (l.channels === 0) return { y, stats };
+
+  const perChannel = grid1d(l.channels, FINALIZE_WORKGROUP);
+  if (training) {
+    const { partials, parts } = channelSums(op, l, "stats", [x]);
+    const unbias = l.count > 1 ? l.count / (l.count - 1) : 1;
+    const p = params().u32(l.channels, parts, l.unitsPerPlane * (l.vec4 ? 4 : 1))
+      .f32(l.count, eps, momentum, unbias);
+    launch(op, batchStatsFinalizeShader, [x, partials, stats, runningMean, runningVar, p], perChannel);
+    partials.dispose();
+  } else {
+    launch(
+      op,
+      runningStatsShader,
+      [runningMean, runningVar, stats, params().u32(l.channels).f32(eps)],
+      perChannel,
+    );
+  }
+  if (l.units > 0) {
+    const p = params().u32(l.units, l.unitsPerPlane, l.channels);
+    const invocations = Math.ceil(l.units / l.stream.run);
+    launch(
+      op,
+      normalizeShader(l.stream, relu),
+      [x, stats, gamma, beta, y, p],
+      grid1d(invocations, BN_WORKGROUP),
+    );
+  }
+
+  if (!needsGrad(x, gamma, beta)) return { y, stats };
+  // Which gradients will be asked for is known now (the tape tracks inputs at record time).
+  const wantDx = needsGrad(x), wantParams = needsGrad(gamma, beta);
+  // The rule's own reference to the statistics (freed with the recording scope).
+  const saved = stats.view();
+  record(op, [x, gamma, beta], y, (dy) => {
+    let dgamma: Tensor | null = null, dbeta: Tensor | null = null, coef: Tensor | null = null;
+    // Σdy and Σdy·x̂: dgamma, dbeta, and in training the means that dx needs.
+    if (training || wantParams) {
+      const sumInputs = relu ? [x, dy, saved, gamma, beta] : [x, dy, saved];
+      const { partials, parts } = channelSums(`${op}.backward`, l, "grad", sumInputs, relu);
+      dgamma = output(`${op}.backward`, [l.channels]);
+      dbeta = output(`${op}.backward`, [l.channels]);
+      const p = params().u32(l.channels, parts).f32(l.count);
+      if (training) {
+        coef = output(`${op}.backward`, [l.channels, 2]);
+        launch(
+          `${op}.backward`,
+          batchNormBackwardFinalizeShader(true),
+          [partials, dgamma, dbeta, coef, p],
+          perChannel,
+        );
+      } else {
+        launch(
+          `${op}.backward`,
+          batchNormBackwardFinalizeShader(false),
+          [partials, dgamma, dbeta, p],
+          perChannel,
+        );
+      }
+      partials.dispose();
+    }
+    let dx: Tensor | null = null;
+    if (wantDx) {
+      dx = output(`${op}.backward`, x.shape);
+      if (l.units > 0) {
+        const bindings = [
+          ...(training || relu ? [x] : []),
+          dy,
+          saved,
+          gamma,
+          ...(relu ? [beta] : []),
+          ...(coef ? [coef] : []),
+          dx,
+          params().u32(l.units, l.unitsPerPlane, l.channels),
+        ];
+        launch(
+          `${op}.backward`,
+          batchNormBackwardDataShader(l.stream, training, relu),
+          bindings,
+          grid1d(Math.ceil(l.units / l.stream.run), BN_WORKGROUP),
+        );
+      }
+    }
+    coef?.dispose();
+    return [dx, dgamma, dbeta];
+  });
+  return { y, stats };
+}
