@@ -7,3 +7,6 @@ export { sumToShape } from "./reduce_axes.ts";
 export * from "./loss.ts";
 export * from "./batchnorm.ts";
 export * from "./pool.ts";
+export * from "./unary.ts";
+export * from "./reduce_extra.ts";
+export * from "./shape_ops.ts";
