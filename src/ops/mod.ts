@@ -10,3 +10,4 @@ export * from "./pool.ts";
 export * from "./unary.ts";
 export * from "./reduce_extra.ts";
 export * from "./shape_ops.ts";
+export * from "./matmul.ts";

@@ -1,0 +1,246 @@
+/**
+ * Matrix products and linear layers, with their gradient rules.
+ *
+ * For C = op(A)·op(B), op = identity or transpose (read inside the kernel, never copied):
+ *   dop(A) = dC·op(B)ᵀ   and   dop(B) = op(A)ᵀ·dC,
+ * and when A itself was transposed, dA = (dop(A))ᵀ = op(B)·dCᵀ (likewise for B). Each of these
+ * is one more matmul with the right transpose flags, so backward costs two forward-sized
+ * products and no transposed copies.
+ *
+ * linear(x, W, b) = x·Wᵀ + b with W in PyTorch's [out, in] layout: a matmul with transposeB and
+ * the bias added in the kernel's store. Its gradients: dx = dy·W, dW = dyᵀ·x, db = Σ_rows dy.
+ */
+import {
+  GPU_TILE,
+  matmulShader,
+  type MatmulSpec,
+  matmulTile,
+  type MatmulVariant,
+  vectorised,
+} from "../../shaders/matmul.ts";
+import { needsGrad, record } from "../autograd/tape.ts";
+import { currentGpu } from "../device/runtime.ts";
+import { fmt, ShapeError } from "../tensor/shape.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { checkFloat } from "./elementwise.ts";
+import { launch, output, params } from "./kernel.ts";
+import { sum } from "./reduce.ts";
+
+export type { MatmulVariant } from "../../shaders/matmul.ts";
+
+export interface MatmulOptions {
+  /** Use Aᵀ: `a` is stored [K, M]. */
+  transposeA?: boolean;
+  /** Use Bᵀ: `b` is stored [N, K]. */
+  transposeB?: boolean;
+  /** Force a kernel variant (default: `matmulTunables.variant`, else the adapter's class). */
+  variant?: MatmulVariant;
+}
+
+export const matmulTunables = {
+  /**
+   * Kernel variant for every matmul that does not name one: "cpu" (register-blocked, no
+   * workgroup memory; fastest on llvmpipe), "gpu" (workgroup-memory tiles), or null to follow
+   * `currentGpu().adapterClass`.
+   */
+  variant: null as MatmulVariant | null,
+};
+
+function chooseVariant(variant?: MatmulVariant): MatmulVariant {
+  return variant ?? matmulTunables.variant ?? currentGpu().adapterClass;
+}
+
+/** The problem a kernel launch solves: `batch` products op(A)[M, K] · op(B)[K, N]. */
+interface Problem {
+  batch: number;
+  M: number;
+  N: number;
+  K: number;
+  transposeA: boolean;
+  transposeB: boolean;
+  variant: MatmulVariant;
+}
+
+/** Records the matmul kernel for `prob`, writing C with shape `outShape` (batch·M·N elements). */
+function runMatmul(
+  op: string,
+  a: Tensor,
+  b: Tensor,
+  bias: Tensor | null,
+  prob: Problem,
+  outShape: number[],
+): Tensor {
+  const { batch, M, N, K, variant } = prob;
+  const c = output(op, outShape);
+  if (c.size === 0) return c;
+  const tile = matmulTile(variant);
+  const rowsPerGroup = tile.rows, colsPerGroup = tile.cols;
+  // With K = 0 some operands are empty buffers, which cannot be bound as vec4 arrays; the
+  // scalar kernel just writes the bias (or zeros).
+  const aligned = (d: number) => K > 0 && d % 4 === 0;
+  const spec: MatmulSpec = {
+    variant,
+    transposeA: prob.transposeA,
+    transposeB: prob.transposeB,
+    exact: M % rowsPerGroup === 0 && N % colsPerGroup === 0 &&
+      (variant === "cpu" || K % GPU_TILE.depth === 0),
+    m4: variant === "cpu" && aligned(M),
+    n4: variant === "cpu" && aligned(N),
+    k4: variant === "cpu" && aligned(K),
+    bias: bias !== null,
+  };
+  const vec = vectorised(spec);
+  const unit = (v: boolean) => (v ? 4 : 1);
+  const p = params().u32(M, N, K, 0, (M * K) / unit(vec.a), (K * N) / unit(vec.b), (M * N) / unit(vec.c), 0);
+  const bindings = bias ? [a, b, bias, c, p] : [a, b, c, p];
+  launch(op, matmulShader(spec), bindings, [Math.ceil(N / colsPerGroup), Math.ceil(M / rowsPerGroup), batch]);
+  return c;
+}
+
+const describeOperand = (name: string, t: Tensor, transposed: boolean) =>
+  `${name} ${fmt(t.shape)}${transposed ? " (transposed)" : ""}`;
+
+/** Checks ranks and inner dimensions; returns M, N, K of op(a)·op(b) over the last two axes. */
+function matmulDims(op: string, a: Tensor, b: Tensor, rank: number, tA: boolean, tB: boolean) {
+  checkFloat(op, a, b);
+  if (a.rank !== rank || b.rank !== rank) {
+    const want = rank === 2 ? "2-D matrices" : "3-D batches of matrices [batch, rows, cols]";
+    throw new ShapeError(op, `expects ${want}, got a ${fmt(a.shape)} and b ${fmt(b.shape)}`);
+  }
+  const [ar, ac] = a.shape.slice(-2), [br, bc] = b.shape.slice(-2);
+  const [M, Ka] = tA ? [ac, ar] : [ar, ac];
+  const [Kb, N] = tB ? [bc, br] : [br, bc];
+  if (Ka !== Kb) {
+    throw new ShapeError(
+      op,
+      `inner dimensions differ: ${describeOperand("a", a, tA)} has ${Ka} columns but ` +
+        `${describeOperand("b", b, tB)} has ${Kb} rows`,
+    );
+  }
+  return { M, N, K: Ka };
+}
+
+/**
+ * C = op(A)·op(B) for 2-D f32 tensors: [M, K]·[K, N] -> [M, N], with op(A) = Aᵀ when
+ * `transposeA` (A stored [K, M]) and op(B) = Bᵀ when `transposeB` (B stored [N, K]).
+ */
+export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
+  const tA = options.transposeA ?? false, tB = options.transposeB ?? false;
+  const { M, N, K } = matmulDims("matmul", a, b, 2, tA, tB);
+  const variant = chooseVariant(options.variant);
+  const out = runMatmul(
+    "matmul",
+    a,
+    b,
+    null,
+    { batch: 1, M, N, K, transposeA: tA, transposeB: tB, variant },
+    [M, N],
+  );
+  const [needA, needB] = [needsGrad(a), needsGrad(b)];
+  return record("matmul", [a, b], out, (dy) => {
+    const mm = (x: Tensor, y: Tensor, transposeA: boolean, transposeB: boolean) =>
+      matmul(x, y, { transposeA, transposeB, variant });
+    return [
+      // dA = dC·op(B)ᵀ, or for stored Aᵀ: op(B)·dCᵀ.
+      !needA ? null : tA ? mm(b, dy, tB, true) : mm(dy, b, false, !tB),
+      // dB = op(A)ᵀ·dC, or for stored Bᵀ: dCᵀ·op(A).
+      !needB ? null : tB ? mm(dy, a, true, tA) : mm(a, dy, !tA, false),
+    ];
+  });
+}
+
+/**
+ * Batched C[i] = op(A[i])·op(B[i]) for 3-D f32 tensors: [B, M, K]·[B, K, N] -> [B, M, N]
+ * (same transpose options as `matmul`, applied to every matrix). The batch is the grid's z axis.
+ */
+export function batchMatmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
+  const tA = options.transposeA ?? false, tB = options.transposeB ?? false;
+  const { M, N, K } = matmulDims("batchMatmul", a, b, 3, tA, tB);
+  if (a.shape[0] !== b.shape[0]) {
+    throw new ShapeError(
+      "batchMatmul",
+      `batch sizes differ: a ${fmt(a.shape)} has ${a.shape[0]} matrices, b ${fmt(b.shape)} has ${b.shape[0]}`,
+    );
+  }
+  const batch = a.shape[0];
+  const max = currentGpu().limits.maxComputeWorkgroupsPerDimension;
+  if (batch > max) {
+    throw new ShapeError("batchMatmul", `batch ${batch} exceeds the ${max} matrices one dispatch can take`);
+  }
+  const variant = chooseVariant(options.variant);
+  const prob = { batch, M, N, K, transposeA: tA, transposeB: tB, variant };
+  const out = runMatmul("batchMatmul", a, b, null, prob, [batch, M, N]);
+  const [needA, needB] = [needsGrad(a), needsGrad(b)];
+  return record("batchMatmul", [a, b], out, (dy) => {
+    const mm = (x: Tensor, y: Tensor, transposeA: boolean, transposeB: boolean) =>
+      batchMatmul(x, y, { transposeA, transposeB, variant });
+    return [
+      !needA ? null : tA ? mm(b, dy, tB, true) : mm(dy, b, false, !tB),
+      !needB ? null : tB ? mm(dy, a, true, tA) : mm(a, dy, !tA, false),
+    ];
+  });
+}
+
+export interface LinearOptions {
+  variant?: MatmulVariant;
+}
+
+/**
+ * A fully connected layer: y = x·Wᵀ + b, with x [..., in], W [out, in] (PyTorch layout) and
+ * optional bias [out]; y is [..., out]. Leading axes of x are flattened into rows.
+ */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, options: LinearOptions = {}): Tensor {
+  const op = "linear";
+  checkFloat(op, x, weight, ...(bias ? [bias] : []));
+  if (x.rank < 1 || weight.rank !== 2) {
+    throw new ShapeError(
+      op,
+      `expects x [..., in] and weight [out, in], got x ${fmt(x.shape)} and weight ${fmt(weight.shape)}`,
+    );
+  }
+  const [outFeatures, inFeatures] = weight.shape;
+  if (x.shape[x.rank - 1] !== inFeatures) {
+    throw new ShapeError(
+      op,
+      `x ${fmt(x.shape)} has ${x.shape[x.rank - 1]} features but weight ${
+        fmt(weight.shape)
+      } expects ${inFeatures} ` +
+        `(weight is [out, in])`,
+    );
+  }
+  if (bias && (bias.rank !== 1 || bias.shape[0] !== outFeatures)) {
+    throw new ShapeError(
+      op,
+      `bias ${fmt(bias.shape)} must be [${outFeatures}] to match weight ${fmt(weight.shape)}`,
+    );
+  }
+  const rows = x.shape.slice(0, -1).reduce((n, d) => n * d, 1);
+  const variant = chooseVariant(options.variant);
+  const prob = {
+    batch: 1,
+    M: rows,
+    N: outFeatures,
+    K: inFeatures,
+    transposeA: false,
+    transposeB: true,
+    variant,
+  };
+  const out = runMatmul(op, x, weight, bias ?? null, prob, [...x.shape.slice(0, -1), outFeatures]);
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  const [needX, needW, needB] = [needsGrad(x), needsGrad(weight), bias ? needsGrad(bias) : false];
+  return record(op, inputs, out, (dy) => {
+    const dy2 = dy.view([rows, outFeatures]);
+    const x2 = x.view([rows, inFeatures]);
+    let dx: Tensor | null = null;
+    if (needX) {
+      const dx2 = matmul(dy2, weight, { variant }); // [rows, out]·[out, in]
+      dx = dx2.view(x.shape);
+      dx2.dispose();
+    }
+    const dW = needW ? matmul(dy2, x2, { transposeA: true, variant }) : null; // [out, rows]·[rows, in]
+    const db = needB ? sum(dy2, { axes: 0 }) : null;
+    dy2.dispose();
+    x2.dispose();
+    return bias ? [dx, dW, db] : [dx, dW];
+  });
+}

@@ -1,0 +1,234 @@
+import assert from "node:assert/strict";
+import { fromArray } from "../../src/ops/creation.ts";
+import { batchMatmul, linear, matmul, matmulTunables, type MatmulVariant } from "../../src/ops/matmul.ts";
+import type { Tensor } from "../../src/tensor/tensor.ts";
+import { checkOp } from "../helpers/check_op.ts";
+import { assertTensorClose, type Nd, nd, Rng } from "../helpers/reference.ts";
+import { gpuTest } from "../helpers/setup.ts";
+
+const VARIANTS: MatmulVariant[] = ["cpu", "gpu"];
+const TRANSPOSES: [boolean, boolean][] = [[false, false], [false, true], [true, false], [true, true]];
+
+/** [M, N, K]: a single element, ragged sizes, 4-aligned but ragged, exact tiles, random. */
+const shapeRng = new Rng(5);
+const SHAPES: [number, number, number][] = [
+  [1, 1, 1],
+  [7, 13, 5],
+  [12, 20, 8],
+  [33, 17, 65],
+  [64, 64, 16],
+  ...[0, 1].map((): [
+    number,
+    number,
+    number,
+  ] => [shapeRng.int(1, 40), shapeRng.int(1, 40), shapeRng.int(1, 40)]),
+];
+
+/** Float64 reference: C[b] = op(A[b])·op(B[b]) with A, B, C flattened to `batch` matrices. */
+class Product {
+  constructor(
+    readonly batch: number,
+    readonly M: number,
+    readonly N: number,
+    readonly K: number,
+    readonly tA: boolean,
+    readonly tB: boolean,
+  ) {}
+  /** Flat index of op(A)[b][m][k] in A's storage, and of op(B)[b][k][n] in B's. */
+  ia(b: number, m: number, k: number): number {
+    const { M, K } = this;
+    return b * M * K + (this.tA ? k * M + m : m * K + k);
+  }
+  ib(b: number, k: number, n: number): number {
+    const { N, K } = this;
+    return b * K * N + (this.tB ? n * K + k : k * N + n);
+  }
+  forward(a: Nd, bm: Nd, shape: number[]): Nd {
+    const { batch, M, N, K } = this;
+    const c = nd(shape);
+    for (let b = 0; b < batch; b++) {
+      for (let m = 0; m < M; m++) {
+        for (let n = 0; n < N; n++) {
+          let s = 0;
+          for (let k = 0; k < K; k++) s += a.data[this.ia(b, m, k)] * bm.data[this.ib(b, k, n)];
+          c.data[(b * M + m) * N + n] = s;
+        }
+      }
+    }
+    return c;
+  }
+  /** dA[m, k] = Σ_n dC[m, n]·B[k, n] and dB[k, n] = Σ_m A[m, k]·dC[m, n], in storage layout. */
+  backward(dy: Nd, a: Nd, bm: Nd): [Nd, Nd] {
+    const { batch, M, N, K } = this;
+    const da = nd(a.shape), db = nd(bm.shape);
+    for (let b = 0; b < batch; b++) {
+      for (let m = 0; m < M; m++) {
+        for (let n = 0; n < N; n++) {
+          const g = dy.data[(b * M + m) * N + n];
+          for (let k = 0; k < K; k++) {
+            da.data[this.ia(b, m, k)] += g * bm.data[this.ib(b, k, n)];
+            db.data[this.ib(b, k, n)] += g * a.data[this.ia(b, m, k)];
+          }
+        }
+      }
+    }
+    return [da, db];
+  }
+}
+
+const label = (tA: boolean, tB: boolean) => `${tA ? "Aᵀ" : "A"}·${tB ? "Bᵀ" : "B"}`;
+
+for (const variant of VARIANTS) {
+  gpuTest(`matmul (${variant}): forward and gradients, all transposes, ragged and exact shapes`, async () => {
+    const rng = new Rng(11);
+    for (const [M, N, K] of SHAPES) {
+      for (const [tA, tB] of TRANSPOSES) {
+        const p = new Product(1, M, N, K, tA, tB);
+        await checkOp({
+          name: `matmul ${variant} ${label(tA, tB)} M=${M} N=${N} K=${K}`,
+          inputs: [rng.array(tA ? [K, M] : [M, K]), rng.array(tB ? [N, K] : [K, N])],
+          gpu: (a, b) => matmul(a, b, { transposeA: tA, transposeB: tB, variant }),
+          ref: (a, b) => p.forward(a, b, [M, N]),
+          refGrad: (dy, a, b) => p.backward(dy, a, b),
+          fdSamples: 8,
+        });
+      }
+    }
+  });
+
+  gpuTest(`batchMatmul (${variant}): forward and gradients`, async () => {
+    const rng = new Rng(12);
+    const cases: [number, number, number, number][] = [[1, 7, 13, 5], [3, 12, 8, 20], [2, 64, 64, 16]];
+    for (const [batch, M, N, K] of cases) {
+      for (const [tA, tB] of TRANSPOSES) {
+        const p = new Product(batch, M, N, K, tA, tB);
+        await checkOp({
+          name: `batchMatmul ${variant} ${label(tA, tB)} B=${batch} M=${M} N=${N} K=${K}`,
+          inputs: [
+            rng.array(tA ? [batch, K, M] : [batch, M, K]),
+            rng.array(tB ? [batch, N, K] : [batch, K, N]),
+          ],
+          gpu: (a, b) => batchMatmul(a, b, { transposeA: tA, transposeB: tB, variant }),
+          ref: (a, b) => p.forward(a, b, [batch, M, N]),
+          refGrad: (dy, a, b) => p.backward(dy, a, b),
+          fdSamples: 8,
+        });
+      }
+    }
+  });
+
+  gpuTest(`linear (${variant}): forward and gradients with and without bias`, async () => {
+    const rng = new Rng(13);
+    // [x shape, out features]
+    const cases: [number[], number][] = [[[1, 1], 1], [[7, 5], 13], [[33, 65], 17], [[16, 32], 8], [
+      [2, 3, 5],
+      6,
+    ]];
+    for (const [xShape, out] of cases) {
+      const inF = xShape[xShape.length - 1], rows = xShape.slice(0, -1).reduce((n, d) => n * d, 1);
+      // x·Wᵀ is a product with B = W stored [out, in] and read transposed.
+      const p = new Product(1, rows, out, inF, false, true);
+      const outShape = [...xShape.slice(0, -1), out];
+      const withBias = (x: Nd, w: Nd, b: Nd) => {
+        const y = p.forward(x, w, outShape);
+        for (let i = 0; i < y.data.length; i++) y.data[i] += b.data[i % out];
+        return y;
+      };
+      const biasGrad = (dy: Nd) => {
+        const db = nd([out]);
+        for (let i = 0; i < dy.data.length; i++) db.data[i % out] += dy.data[i];
+        return db;
+      };
+      const x = rng.array(xShape), w = rng.array([out, inF]), b = rng.array([out]);
+      await checkOp({
+        name: `linear ${variant} x=${JSON.stringify(xShape)} out=${out} with bias`,
+        inputs: [x, w, b],
+        gpu: (xt, wt, bt) => linear(xt, wt, bt, { variant }),
+        ref: withBias,
+        refGrad: (dy, xr, wr) => [...p.backward(dy, xr, wr), biasGrad(dy)],
+        fdSamples: 8,
+      });
+      // Training on data: x needs no gradient, so its product is skipped (null).
+      await checkOp({
+        name: `linear ${variant} x=${JSON.stringify(xShape)} out=${out}, parameter gradients only`,
+        inputs: [x, w, b],
+        gpu: (xt, wt, bt) => linear(xt, wt, bt, { variant }),
+        ref: withBias,
+        refGrad: (dy, xr, wr) => [null, p.backward(dy, xr, wr)[1], biasGrad(dy)],
+        gradInputs: [1, 2],
+        fdSamples: 8,
+      });
+      await checkOp({
+        name: `linear ${variant} x=${JSON.stringify(xShape)} out=${out} without bias`,
+        inputs: [x, w],
+        gpu: (xt, wt) => linear(xt, wt, undefined, { variant }),
+        ref: (xr, wr) => p.forward(xr, wr, outShape),
+        refGrad: (dy, xr, wr) => p.backward(dy, xr, wr),
+        fdSamples: 8,
+      });
+    }
+  });
+
+  gpuTest(`matmul (${variant}): empty inner dimension gives zeros (or the bias)`, async () => {
+    const a = fromArray([], [3, 0]), b = fromArray([], [0, 4]);
+    const w = fromArray([], [4, 0]), bias = fromArray([1, 2, 3, 4], [4]);
+    const c = matmul(a, b, { variant });
+    const y = linear(a, w, bias, { variant });
+    await assertTensorClose(c, nd([3, 4]), "matmul with K = 0");
+    await assertTensorClose(y, nd([3, 4], [1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4]), "linear with K = 0");
+    [a, b, w, bias, c, y].forEach((t) => t.dispose());
+  });
+}
+
+gpuTest("matmul: without a variant option, follows matmulTunables.variant, else the adapter", async () => {
+  const rng = new Rng(14);
+  const p = new Product(1, 9, 6, 7, false, false);
+  const a = rng.array([9, 7]), b = rng.array([7, 6]);
+  for (const forced of [null, ...VARIANTS]) {
+    matmulTunables.variant = forced;
+    try {
+      await checkOp({
+        name: `matmul with matmulTunables.variant = ${forced}`,
+        inputs: [a, b],
+        gpu: (x, y) => matmul(x, y),
+        ref: (x, y) => p.forward(x, y, [9, 6]),
+      });
+    } finally {
+      matmulTunables.variant = null;
+    }
+  }
+});
+
+gpuTest("matmul, batchMatmul, linear: shape errors name the op and both shapes", () => {
+  const t = (...shape: number[]) => fromArray(new Float32Array(shape.reduce((n, d) => n * d, 1)), shape);
+  const tensors: Tensor[] = [];
+  const keep = (x: Tensor) => (tensors.push(x), x);
+  const [a23, a45, a3, b234, b345, w43, w53] = [
+    keep(t(2, 3)),
+    keep(t(4, 5)),
+    keep(t(3)),
+    keep(t(2, 3, 4)),
+    keep(t(3, 4, 5)),
+    keep(t(4, 3)),
+    keep(t(5, 3)),
+  ];
+  assert.throws(() => matmul(a23, a45), /matmul: .*a \[2, 3\].*3 columns.*b \[4, 5\].*4 rows/);
+  assert.throws(() => matmul(a23, a23), /matmul: .*\[2, 3\].*\[2, 3\]/);
+  assert.throws(
+    () => matmul(a23, a45, { transposeA: true }),
+    /matmul: .*a \[2, 3\] \(transposed\).*b \[4, 5\]/,
+  );
+  assert.throws(() => matmul(a3, a23), /matmul: expects 2-D matrices, got a \[3\] and b \[2, 3\]/);
+  assert.throws(() => batchMatmul(a23, a45), /batchMatmul: expects 3-D/);
+  assert.throws(
+    () => batchMatmul(b234, b345),
+    /batchMatmul: batch sizes differ: a \[2, 3, 4\].*b \[3, 4, 5\]/,
+  );
+  assert.throws(() => linear(a45, w43), /linear: x \[4, 5\] has 5 features but weight \[4, 3\] expects 3/);
+  assert.throws(() => linear(a23, w43, w53), /linear: bias \[5, 3\] must be \[4\]/);
+  assert.throws(() => linear(a23, w43, a3), /linear: bias \[3\] must be \[4\]/);
+  const i32 = fromArray(new Int32Array(6), [2, 3]);
+  assert.throws(() => matmul(i32, w43, { transposeB: true }), /matmul: expects f32/);
+  tensors.forEach((x) => x.dispose());
+  i32.dispose();
+});
