@@ -11,13 +11,13 @@ import { mapElements } from "../ops/elementwise.ts";
 import { zeros } from "../ops/creation.ts";
 import { keep } from "../tensor/scope.ts";
 import { fmt, sameShape, ShapeError } from "../tensor/shape.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import { Tensor } from "../tensor/tensor.ts";
 
 /**
  * Parameters by name: a record or Map (e.g. a module's named parameters), an iterable of
  * [name, tensor] pairs, or a plain array (named by `tensor.name`, else by position).
  */
-export type NamedParams = Record<string, Tensor> | Iterable<[string, Tensor]> | Tensor[];
+export type NamedParams = Record<string, Tensor> | Iterable<[string, Tensor]> | Tensor[] | [string, Tensor][];
 
 /** Everything needed to resume an optimizer exactly (checkpoints). */
 export interface OptimizerState {
@@ -40,7 +40,12 @@ export interface ParamState {
 }
 
 function toEntries(params: NamedParams): [string, Tensor][] {
-  if (Array.isArray(params)) return params.map((t, i) => [t.name || `param${i}`, t]);
+  if (Array.isArray(params)) {
+    // Either [name, tensor] pairs (Module.namedParameters()) or bare tensors.
+    return (params as (Tensor | [string, Tensor])[]).map((p, i): [string, Tensor] =>
+      p instanceof Tensor ? [p.name || `param${i}`, p] : p
+    );
+  }
   if (Symbol.iterator in params) return [...(params as Iterable<[string, Tensor]>)];
   return Object.entries(params as Record<string, Tensor>);
 }

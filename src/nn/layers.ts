@@ -1,0 +1,127 @@
+/**
+ * Layers: modules around the ops, holding parameters with PyTorch's names and layouts
+ * (Conv2d.weight [out, in, kh, kw], Linear.weight [out, in], BatchNorm2d.running_mean ...).
+ */
+import { mul } from "../ops/arithmetic.ts";
+import { batchNorm2d } from "../ops/batchnorm.ts";
+import { conv2d, type Conv2dOptions } from "../ops/conv2d.ts";
+import { ones, zeros } from "../ops/creation.ts";
+import { linear } from "../ops/matmul.ts";
+import { avgPool2d, globalAvgPool2d, maxPool2d, upsampleNearest2d } from "../ops/pool.ts";
+import { flatten, split } from "../ops/shape_ops.ts";
+import { elu, leakyRelu, relu, sigmoid, tanh } from "../ops/unary.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { defaultBound, uniformInit } from "./init.ts";
+import { Lambda, Module } from "./module.ts";
+
+type Pair = number | [number, number];
+
+export interface Conv2dLayerOptions {
+  stride?: Pair;
+  padding?: Pair;
+  dilation?: Pair;
+  bias?: boolean;
+}
+
+export class Conv2d extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor | null;
+  readonly options: Conv2dOptions;
+
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly kernelSize: Pair,
+    options: Conv2dLayerOptions = {},
+  ) {
+    super();
+    const [kh, kw] = typeof kernelSize === "number" ? [kernelSize, kernelSize] : kernelSize;
+    const bound = defaultBound(inChannels * kh * kw);
+    this.weight = this.param("weight", uniformInit([outChannels, inChannels, kh, kw], bound));
+    this.bias = options.bias === false ? null : this.param("bias", uniformInit([outChannels], bound));
+    this.options = { stride: options.stride, padding: options.padding, dilation: options.dilation };
+  }
+
+  forward(x: Tensor): Tensor {
+    return conv2d(x, this.weight, this.bias ?? undefined, this.options);
+  }
+}
+
+export class Linear extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor | null;
+
+  constructor(readonly inFeatures: number, readonly outFeatures: number, options: { bias?: boolean } = {}) {
+    super();
+    const bound = defaultBound(inFeatures);
+    this.weight = this.param("weight", uniformInit([outFeatures, inFeatures], bound));
+    this.bias = options.bias === false ? null : this.param("bias", uniformInit([outFeatures], bound));
+  }
+
+  forward(x: Tensor): Tensor {
+    return linear(x, this.weight, this.bias);
+  }
+}
+
+export class BatchNorm2d extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor;
+  readonly runningMean: Tensor;
+  readonly runningVar: Tensor;
+
+  constructor(readonly numFeatures: number, readonly options: { momentum?: number; eps?: number } = {}) {
+    super();
+    this.weight = this.param("weight", ones([numFeatures]));
+    this.bias = this.param("bias", zeros([numFeatures]));
+    this.runningMean = this.buffer("running_mean", zeros([numFeatures]));
+    this.runningVar = this.buffer("running_var", ones([numFeatures]));
+  }
+
+  forward(x: Tensor): Tensor {
+    return batchNorm2d(x, this.weight, this.bias, this.runningMean, this.runningVar, {
+      training: this.training,
+      momentum: this.options.momentum ?? 0.1,
+      eps: this.options.eps ?? 1e-5,
+    });
+  }
+}
+
+/**
+ * Gated convolution (Yu et al., "Free-Form Image Inpainting with Gated Convolution"): one conv
+ * with 2·C outputs split into features a and gates b; output ELU(a) · sigmoid(b). The gate lets
+ * the network learn which pixels (e.g. masked ones) to trust.
+ */
+export class GatedConv2d extends Module {
+  readonly conv: Conv2d;
+
+  constructor(
+    inChannels: number,
+    readonly outChannels: number,
+    kernelSize: Pair,
+    options: Conv2dLayerOptions = {},
+  ) {
+    super();
+    this.conv = this.child("conv", new Conv2d(inChannels, 2 * outChannels, kernelSize, options));
+  }
+
+  forward(x: Tensor): Tensor {
+    return gatedActivation(this.conv.forward(x), this.outChannels);
+  }
+}
+
+/** ELU(features) · sigmoid(gates), the halves of the channel dimension. */
+export function gatedActivation(y: Tensor, channels: number): Tensor {
+  const [features, gates] = split(y, [channels, channels], 1);
+  return mul(elu(features), sigmoid(gates));
+}
+
+export const ReLU = () => new Lambda("ReLU", relu);
+export const LeakyReLU = (slope = 0.01) => new Lambda("LeakyReLU", (x) => leakyRelu(x, slope));
+export const ELU = (alpha = 1) => new Lambda("ELU", (x) => elu(x, alpha));
+export const Sigmoid = () => new Lambda("Sigmoid", sigmoid);
+export const Tanh = () => new Lambda("Tanh", tanh);
+export const MaxPool2d = () => new Lambda("MaxPool2d", (x) => maxPool2d(x, 2));
+export const AvgPool2d = () => new Lambda("AvgPool2d", (x) => avgPool2d(x, 2));
+export const GlobalAvgPool2d = () => new Lambda("GlobalAvgPool2d", globalAvgPool2d);
+export const Upsample = () => new Lambda("Upsample", (x) => upsampleNearest2d(x, 2));
+export const Flatten = () => new Lambda("Flatten", (x) => flatten(x, 1));
