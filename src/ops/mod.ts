@@ -11,3 +11,5 @@ export * from "./unary.ts";
 export * from "./reduce_extra.ts";
 export * from "./shape_ops.ts";
 export * from "./matmul.ts";
+export * from "./metrics.ts";
+export * from "./conv2d.ts";

@@ -1,0 +1,232 @@
+/**
+ * Filter gradient of conv2d, a reduction over every output position:
+ *
+ *   dw[co, ci, ky, kx] = sum over n, oy, ox of dy[n, co, oy, ox] * x[n, ci, oy*s - p + ky*d, ox*s - p + kx*d]
+ *
+ * It is a GEMM of dy (Cout x positions) with im2col(x)^T (positions x Cin*kh*kw). The long
+ * reduction is split into chunks of positions that write partial sums to a scratch tensor;
+ * `sumPartialsShader` then adds the chunks in a fixed order (deterministic: no float atomics).
+ *
+ * CPU variant (`filterGradientShader`): each invocation owns a register block of
+ * coTile x ciTile x (kh*kw) weights and walks its chunk of output rows, pxStep columns at a
+ * time: it loads dy for its channels and the x rows/columns the taps need (vec4 loads where
+ * aligned), then does coTile*ciTile*taps*pxStep FMAs.
+ * GPU variant: the tiled GEMM of conv2d_forward.ts with split-K over positions.
+ */
+import type { Tap } from "./conv2d_forward.ts";
+import { CONV_TUNING, tiledGemmShader } from "./conv2d_forward.ts";
+
+export interface FilterGradSpec {
+  coTile: number;
+  ciTile: number;
+  /** Output columns per inner step (a multiple of 4). */
+  pxStep: number;
+  strideY: number;
+  strideX: number;
+  /** Every tap in weight order (ky * kw + kx); row/col are ky*d - p and kx*d - p. */
+  taps: readonly Tap[];
+  /** x rows are 16-byte aligned (width % 4 == 0): load them as vec4. */
+  vec4X: boolean;
+  /** dy rows split into whole pxStep steps (width % pxStep == 0): load them as vec4. */
+  vec4Dy: boolean;
+}
+
+const tag = (v: number) => (v < 0 ? `m${-v}` : `${v}`);
+const distinct = (values: number[]) => [...new Set(values)].sort((a, b) => a - b);
+const floorDiv = (a: number, b: number) => Math.floor(a / b);
+const mod = (a: number, b: number) => ((a % b) + b) % b;
+
+export function filterGradientShader(s: FilterGradSpec): string {
+  const WG = CONV_TUNING.filterWorkgroup;
+  const T = s.taps.length;
+  const rows = distinct(s.taps.map((t) => t.row));
+  const cols = distinct(
+    Array.from({ length: s.pxStep }, (_, j) => s.taps.map((t) => j * s.strideX + t.col)).flat(),
+  );
+  const blocks = distinct(cols.map((c) => floorDiv(c, 4)));
+  const out: string[] = [];
+  const emit = (line: string) => out.push(line);
+
+  // Per output row: where this invocation's dy rows and x rows start.
+  for (let c = 0; c < s.coTile; c++) {
+    emit(`let dy_row_${c} = ((n * p.out_c + min(co0 + ${c}u, p.out_c - 1u)) * p.out_h + oy) * p.out_w;`);
+  }
+  for (const R of rows) {
+    emit(`let iy_${tag(R)} = i32(oy * ${s.strideY}u) + ${R};`);
+    emit(`let row_ok_${tag(R)} = iy_${tag(R)} >= 0 && iy_${tag(R)} < i32(p.in_h);`);
+    emit(`let row_${tag(R)} = u32(clamp(iy_${tag(R)}, 0, i32(p.in_h) - 1)) * p.in_w;`);
+  }
+  for (let i = 0; i < s.ciTile; i++) {
+    emit(`let plane_${i} = (n * p.in_c + min(ci0 + ${i}u, p.in_c - 1u)) * p.in_h * p.in_w;`);
+  }
+  const perRow = out.splice(0).join("\n    ");
+
+  // Per step of pxStep columns: load dy and x once ...
+  for (let c = 0; c < s.coTile; c++) {
+    if (s.vec4Dy) {
+      for (let b = 0; b < s.pxStep / 4; b++) {
+        emit(`let dq_${c}_${b} = dy4[(dy_row_${c} + ox) / 4u + ${b}u];`);
+      }
+    } else {
+      for (let j = 0; j < s.pxStep; j++) {
+        emit(
+          `let d_${c}_${j} = select(0.0, dy[dy_row_${c} + min(ox + ${j}u, p.out_w - 1u)], ox + ${j}u < p.out_w);`,
+        );
+      }
+    }
+  }
+  const dyValue = (c: number, j: number) => s.vec4Dy ? `dq_${c}_${floorDiv(j, 4)}[${j % 4}]` : `d_${c}_${j}`;
+  emit(`let ix0 = i32(ox * ${s.strideX}u);`);
+  if (s.vec4X) {
+    for (const B of blocks) {
+      emit(`let col_ok_b${tag(B)} = ix0 + ${4 * B} >= 0 && ix0 + ${4 * B} < i32(p.in_w);`);
+      emit(`let col_b${tag(B)} = u32(clamp(ix0 + ${4 * B}, 0, i32(p.in_w) - 4));`);
+    }
+  } else {
+    for (const o of cols) {
+      emit(`let col_ok_${tag(o)} = ix0 + ${o} >= 0 && ix0 + ${o} < i32(p.in_w);`);
+      emit(`let col_${tag(o)} = u32(clamp(ix0 + ${o}, 0, i32(p.in_w) - 1));`);
+    }
+  }
+  for (let i = 0; i < s.ciTile; i++) {
+    for (const R of rows) {
+      if (s.vec4X) {
+        for (const B of blocks) {
+          emit(
+            `let xb_${i}_${tag(R)}_${tag(B)} = select(vec4<f32>(0.0), x4[(plane_${i} + row_${tag(R)} + col_b${
+              tag(B)
+            }) / 4u], row_ok_${tag(R)} && col_ok_b${tag(B)});`,
+          );
+        }
+      } else {
+        for (const o of cols) {
+          emit(
+            `let xv_${i}_${tag(R)}_${tag(o)} = select(0.0, x[plane_${i} + row_${tag(R)} + col_${
+              tag(o)
+            }], row_ok_${tag(R)} && col_ok_${tag(o)});`,
+          );
+        }
+      }
+    }
+  }
+  const xValue = (i: number, R: number, o: number) =>
+    s.vec4X ? `xb_${i}_${tag(R)}_${tag(floorDiv(o, 4))}[${mod(o, 4)}]` : `xv_${i}_${tag(R)}_${tag(o)}`;
+  // ... then one FMA chain per accumulator over the step's columns.
+  for (let c = 0; c < s.coTile; c++) {
+    for (let i = 0; i < s.ciTile; i++) {
+      s.taps.forEach((t, k) => {
+        const acc = `acc_${c}_${i}_${k}`;
+        const terms = Array.from(
+          { length: s.pxStep },
+          (_, j) => `a = fma(${dyValue(c, j)}, ${xValue(i, t.row, j * s.strideX + t.col)}, a);`,
+        );
+        emit(`{ var a = ${acc}; ${terms.join(" ")} ${acc} = a; }`);
+      });
+    }
+  }
+  const perStep = out.splice(0).join("\n      ");
+
+  const decls: string[] = [];
+  for (let c = 0; c < s.coTile; c++) {
+    for (let i = 0; i < s.ciTile; i++) {
+      for (let k = 0; k < T; k++) decls.push(`var acc_${c}_${i}_${k} = 0.0;`);
+    }
+  }
+  for (let c = 0; c < s.coTile; c++) {
+    emit(`if (co0 + ${c}u < p.out_c) {`);
+    for (let i = 0; i < s.ciTile; i++) {
+      emit(`  if (ci0 + ${i}u < p.in_c) {`);
+      emit(`    let base = ((split * p.out_c + co0 + ${c}u) * p.in_c + ci0 + ${i}u) * ${T}u;`);
+      for (let k = 0; k < T; k++) emit(`    partial[base + ${k}u] = acc_${c}_${i}_${k};`);
+      emit(`  }`);
+    }
+    emit(`}`);
+  }
+  const stores = out.splice(0).join("\n    ");
+
+  return /* wgsl */ `
+struct Params {
+  batch: u32, in_c: u32, in_h: u32, in_w: u32,
+  out_c: u32, out_h: u32, out_w: u32, co_blocks: u32,
+  lanes: u32, rows_per_split: u32, total_rows: u32, _pad0: u32,
+}
+@group(0) @binding(0) var<storage, read> ${s.vec4X ? "x4: array<vec4<f32>>" : "x: array<f32>"};
+@group(0) @binding(1) var<storage, read> ${s.vec4Dy ? "dy4: array<vec4<f32>>" : "dy: array<f32>"};
+@group(0) @binding(2) var<storage, read_write> partial: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+// ${s.coTile} output channels x ${s.ciTile} input channels x ${T} taps per invocation.
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let flat = wid.x * ${WG}u + lid.x;
+  // Spare invocations compute a clamped block and skip the stores (all lanes stay active).
+  let lane = min(flat, p.lanes - 1u);
+  let co0 = (lane % p.co_blocks) * ${s.coTile}u;
+  let ci0 = (lane / p.co_blocks) * ${s.ciTile}u;
+  let split = wid.y;
+  let row_begin = split * p.rows_per_split;
+  let row_end = min(p.total_rows, row_begin + p.rows_per_split);
+  ${decls.join(" ")}
+  for (var r = row_begin; r < row_end; r++) {
+    let n = r / p.out_h;
+    let oy = r % p.out_h;
+    ${perRow}
+    for (var ox = 0u; ox < p.out_w; ox += ${s.pxStep}u) {
+      ${perStep}
+    }
+  }
+  if (flat < p.lanes) {
+    ${stores}
+  }
+}`;
+}
+
+/** out[i] = sum over s of partial[s * len + i], in split order (deterministic). */
+export const sumPartialsShader = /* wgsl */ `
+struct Params { len: u32, splits: u32, groups_x: u32, _pad0: u32 }
+@group(0) @binding(0) var<storage, read> partial: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x + gid.y * p.groups_x * 256u;
+  if (i >= p.len) { return; }
+  var total = 0.0;
+  for (var s = 0u; s < p.splits; s++) { total += partial[s * p.len + i]; }
+  out[i] = total;
+}`;
+
+/**
+ * dw as a tiled GEMM with split-K: m = output channel, n = (ci, ky, kx), k = (image, oy, ox).
+ * Split z writes partial[z][m][n]; `sumPartialsShader` adds the splits.
+ */
+export const backwardFilterGemmShader = tiledGemmShader({
+  bindings: `
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> partial: array<f32>;`,
+  paramsBinding: 3,
+  functions: /* wgsl */ `
+fn load_a(m: u32, k: u32) -> f32 {
+  let pixels = p.out_h * p.out_w;
+  return dy[((k / pixels) * p.out_c + m) * pixels + k % pixels];
+}
+fn load_b(k: u32, n: u32) -> f32 {
+  let taps = p.kh * p.kw;
+  let ci = n / taps;
+  let ky = (n % taps) / p.kw;
+  let kx = n % p.kw;
+  let pixels = p.out_h * p.out_w;
+  let b = k / pixels;
+  let oy = (k % pixels) / p.out_w;
+  let ox = k % p.out_w;
+  let iy = i32(oy * p.stride_y + ky * p.dil_y) - p.pad_y;
+  let ix = i32(ox * p.stride_x + kx * p.dil_x) - p.pad_x;
+  if (iy < 0 || iy >= i32(p.in_h) || ix < 0 || ix >= i32(p.in_w)) { return 0.0; }
+  return x[((b * p.in_c + ci) * p.in_h + u32(iy)) * p.in_w + u32(ix)];
+}
+fn store(m: u32, n: u32, split: u32, value: f32) {
+  partial[(split * p.m + m) * p.n + n] = value;
+}`,
+});

@@ -1,0 +1,479 @@
+/**
+ * 2-D convolution (PyTorch semantics: NCHW input, [Cout, Cin, kh, kw] weights, groups = 1)
+ * with its gradient rule: dx is a transposed convolution (conv2dBackwardData), dw a
+ * reduction over output positions (conv2dBackwardFilter), dbias the sum of dy over N, H, W.
+ *
+ *   y[n, co, oy, ox] = bias[co] + sum over ci, ky, kx of
+ *                      w[co, ci, ky, kx] * x[n, ci, oy*s - p + ky*d, ox*s - p + kx*d]
+ *   Ho = floor((H + 2p - d(k - 1) - 1) / s) + 1
+ *
+ * Two kernel variants (see shaders/conv2d_forward.ts): "cpu", register-blocked direct
+ * convolutions with weights in uniform buffers (fast on llvmpipe), and "gpu", implicit GEMMs
+ * with workgroup-memory tiles. The adapter class picks one; `options.variant` forces it.
+ */
+import {
+  backwardDataGemmShader,
+  type ConvGeometry,
+  dataGradientPhases,
+} from "../../shaders/conv2d_backward_data.ts";
+import {
+  backwardFilterGemmShader,
+  filterGradientShader,
+  sumPartialsShader,
+} from "../../shaders/conv2d_backward_filter.ts";
+import {
+  CONV_TUNING,
+  directConvShader,
+  forwardGemmShader,
+  packWeightsShader,
+  type Tap,
+} from "../../shaders/conv2d_forward.ts";
+import { needsGrad, record } from "../autograd/tape.ts";
+import { currentGpu } from "../device/runtime.ts";
+import { fmt, type Shape, ShapeError } from "../tensor/shape.ts";
+import { Tensor } from "../tensor/tensor.ts";
+import { checkFloat } from "./elementwise.ts";
+import { fillBits, grid1d, launch, output, params } from "./kernel.ts";
+import { sum } from "./reduce.ts";
+
+export type Conv2dVariant = "cpu" | "gpu";
+
+export interface Conv2dOptions {
+  stride?: number | [number, number];
+  padding?: number | [number, number];
+  dilation?: number | [number, number];
+  /** Kernel variant; by default the adapter's class ("cpu" on llvmpipe/lavapipe). */
+  variant?: Conv2dVariant;
+}
+
+/** Every size of one convolution, resolved and checked. */
+export interface Conv2dGeometry extends ConvGeometry {
+  batch: number;
+  inC: number;
+  inH: number;
+  inW: number;
+  outC: number;
+  outH: number;
+  outW: number;
+}
+
+function pair(
+  op: string,
+  name: string,
+  v: number | [number, number] | undefined,
+  fallback: number,
+  min: number,
+) {
+  const [a, b] = v === undefined ? [fallback, fallback] : typeof v === "number" ? [v, v] : v;
+  const ok = (n: number) => Number.isInteger(n) && n >= min;
+  if (!ok(a) || !ok(b) || (Array.isArray(v) && v.length !== 2)) {
+    throw new ShapeError(
+      op,
+      `${name} must be ${min === 0 ? "non-negative" : "positive"} integers (a number or [h, w]), got ${
+        JSON.stringify(v)
+      }`,
+    );
+  }
+  return [a, b];
+}
+
+/** Resolves stride/padding/dilation and the output size; throws naming the op and shapes. */
+export function conv2dGeometry(
+  op: string,
+  xShape: Shape,
+  wShape: Shape,
+  options: Conv2dOptions = {},
+): Conv2dGeometry {
+  if (xShape.length !== 4) {
+    throw new ShapeError(op, `input must be [N, Cin, H, W], got ${fmt(xShape)}`);
+  }
+  if (wShape.length !== 4) {
+    throw new ShapeError(op, `weight must be [Cout, Cin, kh, kw], got ${fmt(wShape)}`);
+  }
+  const [batch, inC, inH, inW] = xShape;
+  const [outC, wC, kh, kw] = wShape;
+  if (wC !== inC) {
+    throw new ShapeError(
+      op,
+      `input ${fmt(xShape)} has ${inC} channels but weight ${fmt(wShape)} expects ${wC} ` +
+        `(weight is [Cout, Cin, kh, kw]; groups are not supported)`,
+    );
+  }
+  if (kh < 1 || kw < 1 || outC < 1 || wC < 1) {
+    throw new ShapeError(op, `weight ${fmt(wShape)} must have Cout, Cin, kh, kw >= 1`);
+  }
+  const [strideY, strideX] = pair(op, "stride", options.stride, 1, 1);
+  const [padY, padX] = pair(op, "padding", options.padding, 0, 0);
+  const [dilY, dilX] = pair(op, "dilation", options.dilation, 1, 1);
+  const spanY = dilY * (kh - 1) + 1, spanX = dilX * (kw - 1) + 1;
+  if (spanY > inH + 2 * padY || spanX > inW + 2 * padX) {
+    throw new ShapeError(
+      op,
+      `kernel ${kh}x${kw} with dilation [${dilY}, ${dilX}] spans ${spanY}x${spanX}, larger than the ` +
+        `padded input ${inH + 2 * padY}x${inW + 2 * padX} (input ${fmt(xShape)}, weight ${fmt(wShape)}, ` +
+        `padding [${padY}, ${padX}])`,
+    );
+  }
+  const outH = Math.floor((inH + 2 * padY - spanY) / strideY) + 1;
+  const outW = Math.floor((inW + 2 * padX - spanX) / strideX) + 1;
+  return { batch, inC, inH, inW, outC, outH, outW, kh, kw, strideY, strideX, padY, padX, dilY, dilX };
+}
+
+function variantOf(options: Conv2dOptions): Conv2dVariant {
+  return options.variant ?? currentGpu().adapterClass;
+}
+
+export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor, options: Conv2dOptions = {}): Tensor {
+  const op = "conv2d";
+  checkFloat(op, x, weight, ...(bias ? [bias] : []));
+  const g = conv2dGeometry(op, x.shape, weight.shape, options);
+  if (bias && (bias.rank !== 1 || bias.shape[0] !== g.outC)) {
+    throw new ShapeError(op, `bias ${fmt(bias.shape)} must be [${g.outC}] for weight ${fmt(weight.shape)}`);
+  }
+  const y = output(op, [g.batch, g.outC, g.outH, g.outW]);
+  if (y.size > 0) {
+    if (variantOf(options) === "cpu") forwardDirect(op, x, weight, bias, y, g);
+    else forwardGemm(op, x, weight, bias, y, g);
+  }
+  // Decided now, while the tape knows which inputs are tracked: attacks need only dx, a
+  // first layer needs no dx, frozen layers need no dw.
+  const wantX = needsGrad(x), wantW = needsGrad(weight), wantB = bias ? needsGrad(bias) : false;
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  return record(op, inputs, y, (dy) => [
+    wantX ? conv2dBackwardData(dy, weight, x.shape, options) : null,
+    wantW ? conv2dBackwardFilter(x, dy, weight.shape, options) : null,
+    ...(bias ? [wantB ? sum(dy, { axes: [0, 2, 3] }) : null] : []),
+  ]);
+}
+
+function checkDy(op: string, dy: Tensor, g: Conv2dGeometry): void {
+  const want = [g.batch, g.outC, g.outH, g.outW];
+  if (dy.rank !== 4 || dy.shape.some((d, i) => d !== want[i])) {
+    throw new ShapeError(op, `dy ${fmt(dy.shape)} must be the conv output shape ${fmt(want)}`);
+  }
+}
+
+/** dL/dx of conv2d: a transposed convolution of dy with the weights. */
+export function conv2dBackwardData(
+  dy: Tensor,
+  weight: Tensor,
+  xShape: Shape,
+  options: Conv2dOptions = {},
+): Tensor {
+  const op = "conv2d.backward";
+  checkFloat(op, dy, weight);
+  const g = conv2dGeometry(op, xShape, weight.shape, options);
+  checkDy(op, dy, g);
+  const dx = output(op, xShape);
+  if (dx.size === 0) return dx;
+  if (variantOf(options) === "cpu") backwardDataDirect(op, dy, weight, dx, g);
+  else {
+    const { p, grid } = gemmLaunch(g, g.inC, g.batch * g.inH * g.inW, g.outC * g.kh * g.kw);
+    launch(op, backwardDataGemmShader, [dy, weight, dx, p], grid);
+  }
+  return dx;
+}
+
+/** dL/dw of conv2d: sum over n, oy, ox of dy times the input patch (two-pass, deterministic). */
+export function conv2dBackwardFilter(
+  x: Tensor,
+  dy: Tensor,
+  weightShape: Shape,
+  options: Conv2dOptions = {},
+): Tensor {
+  const op = "conv2d.backward";
+  checkFloat(op, x, dy);
+  const g = conv2dGeometry(op, x.shape, weightShape, options);
+  checkDy(op, dy, g);
+  const dw = output(op, weightShape);
+  if (dy.size === 0) fillBits(dw, 0, op); // an empty batch: no terms in the sum
+  else if (variantOf(options) === "cpu") backwardFilterDirect(op, x, dy, dw, g);
+  else backwardFilterGemm(op, x, dy, dw, g);
+  return dw;
+}
+
+// ---------------------------------------------------------------------------------------
+// CPU variant: direct convolutions with packed uniform weights.
+
+/** Output-channel tile of the direct kernel for a given number of output channels. */
+function directCoTile(channels: number): number {
+  return channels >= 16 ? 16 : channels > 4 ? 8 : 4;
+}
+
+interface PackedWeights {
+  scratch: Tensor;
+  coChunk: number;
+  ciChunk: number;
+  aChunks: number;
+  bChunks: number;
+  /** Floats between chunk starts. */
+  stride: number;
+}
+
+/**
+ * Packs weights into uniform chunks of <= 64 KiB: input channels (a) x taps x output channels
+ * (b). The forward pass has a = Cin, b = Cout; the data gradient a = Cout, b = Cin
+ * (`transposed`). Prefer wide output-channel chunks (fewer passes over the input), and split
+ * input channels only when even one output tile does not fit (its chunks then accumulate).
+ */
+function packWeights(op: string, weight: Tensor, transposed: boolean, coTile: number): PackedWeights {
+  const [d0, d1, kh, kw] = weight.shape;
+  const taps = kh * kw;
+  const [a, b] = transposed ? [d0, d1] : [d1, d0];
+  const max = CONV_TUNING.uniformFloats;
+  const bPadded = Math.ceil(b / coTile) * coTile;
+  let coChunk: number, ciChunk: number;
+  if (a * taps * coTile <= max) {
+    ciChunk = a;
+    coChunk = Math.min(bPadded, coTile * Math.floor(max / (a * taps * coTile)));
+  } else {
+    coChunk = coTile;
+    ciChunk = Math.floor(max / (taps * coTile));
+  }
+  const aChunks = Math.ceil(a / ciChunk), bChunks = Math.ceil(b / coChunk);
+  const align = currentGpu().limits.minUniformBufferOffsetAlignment / 4;
+  const stride = Math.ceil((ciChunk * taps * coChunk) / align) * align;
+  // Every binding is a full 64 KiB window, so the scratch extends that far past the last chunk.
+  const total = (aChunks * bChunks - 1) * stride + max;
+  const scratch = Tensor.empty([total], "f32", op);
+  const [gx, gy] = grid1d(total, 256);
+  const p = params().u32(total, stride, aChunks, ciChunk, coChunk, taps, a, b, transposed ? 1 : 0, gx, 0, 0);
+  launch(op + ".pack", packWeightsShader, [weight, scratch, p], [gx, gy]);
+  return { scratch, coChunk, ciChunk, aChunks, bChunks, stride };
+}
+
+/** One output grid of the direct kernel (the forward pass, or a data-gradient phase). */
+interface DirectPass {
+  taps: Tap[];
+  strideY: number;
+  strideX: number;
+  /** Grid of output positions and where it lands in the output tensor. */
+  qH: number;
+  qW: number;
+  stepY: number;
+  stepX: number;
+  offY: number;
+  offX: number;
+}
+
+function runDirect(
+  op: string,
+  input: Tensor,
+  packed: PackedWeights,
+  out: Tensor,
+  bias: Tensor | undefined,
+  passes: DirectPass[],
+  tapCount: number,
+): void {
+  const gpu = currentGpu();
+  const [batch, inC, inH, inW] = input.shape;
+  const [, outC, outH, outW] = out.shape;
+  const coTile = directCoTile(outC);
+  const WG = CONV_TUNING.directWorkgroup;
+  for (const pass of passes) {
+    if (pass.qH === 0 || pass.qW === 0) continue;
+    const pxTile = pass.qW >= 8 ? 8 : 4;
+    const pyTile = pass.qH >= 2 ? 2 : 1;
+    const source = directConvShader({
+      coTile,
+      pxTile,
+      pyTile,
+      strideY: pass.strideY,
+      strideX: pass.strideX,
+      taps: pass.taps,
+      tapCount,
+      vec4: inW % 4 === 0,
+      bias: bias !== undefined,
+    });
+    const tilesX = Math.ceil(pass.qW / pxTile), tilesY = Math.ceil(pass.qH / pyTile);
+    const tileCount = batch * tilesX * tilesY;
+    const groups = Math.ceil(tileCount / WG);
+    const groupsX = Math.min(groups, gpu.limits.maxComputeWorkgroupsPerDimension);
+    const groupsY = Math.ceil(groups / groupsX);
+    for (let bc = 0; bc < packed.bChunks; bc++) {
+      const coStart = bc * packed.coChunk;
+      const coCount = Math.min(packed.coChunk, outC - coStart);
+      for (let ac = 0; ac < packed.aChunks; ac++) {
+        const ciStart = ac * packed.ciChunk;
+        // Rows of the kernel's Params struct.
+        const p = params()
+          .u32(tilesX, tilesY, tileCount, groupsX)
+          .u32(inC, ciStart, Math.min(packed.ciChunk, inC - ciStart), inH)
+          .u32(inW, outC, coStart, coCount)
+          .u32(pass.qH, pass.qW, outH, outW)
+          .u32(pass.stepY, pass.stepX, pass.offY, pass.offX)
+          .u32(packed.coChunk / 4, ac > 0 ? 1 : 0, 0, 0);
+        const weights = {
+          buffer: packed.scratch.buffer,
+          size: CONV_TUNING.uniformFloats * 4,
+          offset: (bc * packed.aChunks + ac) * packed.stride * 4,
+        };
+        const bindings = bias ? [input, weights, out, p, bias] : [input, weights, out, p];
+        launch(op, source, bindings, [groupsX, groupsY, Math.ceil(coCount / coTile)]);
+      }
+    }
+  }
+}
+
+/** Every (ky, kx) tap: input offset ky*d - p, kx*d - p from (oy*s, ox*s). */
+function forwardTaps(g: Conv2dGeometry): Tap[] {
+  const taps: Tap[] = [];
+  for (let ky = 0; ky < g.kh; ky++) {
+    for (let kx = 0; kx < g.kw; kx++) {
+      taps.push({ row: ky * g.dilY - g.padY, col: kx * g.dilX - g.padX, weight: ky * g.kw + kx });
+    }
+  }
+  return taps;
+}
+
+function forwardDirect(
+  op: string,
+  x: Tensor,
+  w: Tensor,
+  bias: Tensor | undefined,
+  y: Tensor,
+  g: Conv2dGeometry,
+) {
+  const taps = forwardTaps(g);
+  const packed = packWeights(op, w, false, directCoTile(g.outC));
+  const pass = {
+    taps,
+    strideY: g.strideY,
+    strideX: g.strideX,
+    qH: g.outH,
+    qW: g.outW,
+    stepY: 1,
+    stepX: 1,
+    offY: 0,
+    offX: 0,
+  };
+  runDirect(op, x, packed, y, bias, [pass], g.kh * g.kw);
+  packed.scratch.dispose();
+}
+
+function backwardDataDirect(op: string, dy: Tensor, w: Tensor, dx: Tensor, g: Conv2dGeometry) {
+  const packed = packWeights(op, w, true, directCoTile(g.inC));
+  const passes = dataGradientPhases(g).map((ph) => ({
+    taps: ph.taps,
+    strideY: 1,
+    strideX: 1,
+    qH: Math.max(0, Math.ceil((g.inH - ph.ry) / g.strideY)),
+    qW: Math.max(0, Math.ceil((g.inW - ph.rx) / g.strideX)),
+    stepY: g.strideY,
+    stepX: g.strideX,
+    offY: ph.ry,
+    offX: ph.rx,
+  }));
+  runDirect(op, dy, packed, dx, undefined, passes, g.kh * g.kw);
+  packed.scratch.dispose();
+}
+
+/** Register block of the filter-gradient kernel: ~128-160 accumulators per invocation. */
+function filterTiles(g: Conv2dGeometry): { coTile: number; ciTile: number } {
+  const taps = g.kh * g.kw;
+  const budget = 160;
+  let coTile = 16 * taps <= budget ? 16 : 8 * taps <= budget ? 8 : 4;
+  coTile = Math.min(coTile, g.outC);
+  let ciTile = 1;
+  while (ciTile < 8 && coTile * ciTile * 2 * taps <= budget) ciTile *= 2;
+  return { coTile, ciTile: Math.min(ciTile, g.inC) };
+}
+
+/**
+ * Splits of the position reduction: enough workgroups to keep every core busy, and at most
+ * `filterPositionsPerSplit` positions summed in sequence by one invocation.
+ */
+function splitRows(totalRows: number, rowLength: number, groups: number) {
+  const rowsCap = Math.max(1, Math.floor(CONV_TUNING.filterPositionsPerSplit / rowLength));
+  const wanted = Math.min(totalRows, Math.max(Math.ceil(32 / groups), Math.ceil(totalRows / rowsCap)));
+  const rowsPerSplit = Math.ceil(totalRows / wanted);
+  return { splits: Math.ceil(totalRows / rowsPerSplit), rowsPerSplit };
+}
+
+function backwardFilterDirect(op: string, x: Tensor, dy: Tensor, dw: Tensor, g: Conv2dGeometry) {
+  const { coTile, ciTile } = filterTiles(g);
+  // 4 columns per step measured fastest (8 only adds live values); vec4 dy when rows are whole steps.
+  const pxStep = 4;
+  const taps = forwardTaps(g);
+  const source = filterGradientShader({
+    coTile,
+    ciTile,
+    pxStep,
+    strideY: g.strideY,
+    strideX: g.strideX,
+    taps,
+    vec4X: g.inW % 4 === 0,
+    vec4Dy: g.outW % pxStep === 0,
+  });
+  const coBlocks = Math.ceil(g.outC / coTile);
+  const lanes = coBlocks * Math.ceil(g.inC / ciTile);
+  const groups = Math.ceil(lanes / CONV_TUNING.filterWorkgroup);
+  const totalRows = g.batch * g.outH;
+  const { splits, rowsPerSplit } = splitRows(totalRows, g.outW, groups);
+  const p = params()
+    .u32(g.batch, g.inC, g.inH, g.inW)
+    .u32(g.outC, g.outH, g.outW, coBlocks)
+    .u32(lanes, rowsPerSplit, totalRows, 0);
+  reduceSplits(op, dw, splits, (partial) => launch(op, source, [x, dy, partial, p], [groups, splits]));
+}
+
+/** Runs `produce` into dw directly (one split) or into partials summed into dw. */
+function reduceSplits(op: string, dw: Tensor, splits: number, produce: (partial: Tensor) => void): void {
+  if (splits === 1) {
+    produce(dw);
+    return;
+  }
+  const partial = Tensor.empty([splits, dw.size], "f32", op);
+  produce(partial);
+  const [gx, gy] = grid1d(dw.size, 256);
+  launch(op + ".sum", sumPartialsShader, [partial, dw, params().u32(dw.size, splits, gx, 0)], [gx, gy]);
+  partial.dispose();
+}
+
+// ---------------------------------------------------------------------------------------
+// GPU variant: implicit GEMMs with workgroup-memory tiles.
+
+/** Uniform block and grid of a tiled-GEMM conv kernel (M x N outputs, K split `splits` ways). */
+function gemmLaunch(g: Conv2dGeometry, m: number, n: number, k: number, splits = 1) {
+  const { gemmTileM, gemmTileN, gemmTileK } = CONV_TUNING;
+  const kSplit = Math.ceil(k / splits / gemmTileK) * gemmTileK;
+  const used = Math.ceil(k / kSplit);
+  const columnTiles = Math.ceil(n / gemmTileN);
+  const max = currentGpu().limits.maxComputeWorkgroupsPerDimension;
+  const groupsX = Math.min(columnTiles, max);
+  const columnGroups = Math.ceil(columnTiles / groupsX);
+  const p = params()
+    .u32(g.batch, g.inC, g.inH, g.inW)
+    .u32(g.outC, g.outH, g.outW, g.kh)
+    .u32(g.kw, g.strideY, g.strideX, g.dilY)
+    .u32(g.dilX).i32(g.padY, g.padX).u32(0)
+    .u32(m, n, k, kSplit)
+    .u32(groupsX, used, 0, 0);
+  return { p, splits: used, grid: [groupsX, Math.ceil(m / gemmTileM), used * columnGroups] };
+}
+
+function forwardGemm(
+  op: string,
+  x: Tensor,
+  w: Tensor,
+  bias: Tensor | undefined,
+  y: Tensor,
+  g: Conv2dGeometry,
+) {
+  const { p, grid } = gemmLaunch(g, g.outC, g.batch * g.outH * g.outW, g.inC * g.kh * g.kw);
+  launch(op, forwardGemmShader(bias !== undefined), bias ? [x, w, y, p, bias] : [x, w, y, p], grid);
+}
+
+function backwardFilterGemm(op: string, x: Tensor, dy: Tensor, dw: Tensor, g: Conv2dGeometry) {
+  const m = g.outC, n = g.inC * g.kh * g.kw, k = g.batch * g.outH * g.outW;
+  const tiles = Math.ceil(m / CONV_TUNING.gemmTileM) * Math.ceil(n / CONV_TUNING.gemmTileN);
+  // Split the long reduction for enough workgroups and bounded sequential sums, keeping
+  // >= 256 terms per split.
+  const perSplit = CONV_TUNING.filterPositionsPerSplit;
+  const wanted = Math.max(
+    1,
+    Math.min(Math.max(Math.ceil(64 / tiles), Math.ceil(k / perSplit)), Math.floor(k / 256)),
+  );
+  const { p, splits, grid } = gemmLaunch(g, m, n, k, wanted);
+  reduceSplits(op, dw, splits, (partial) => launch(op, backwardFilterGemmShader, [x, dy, partial, p], grid));
+}

@@ -1,0 +1,256 @@
+import assert from "node:assert/strict";
+import { fromArray } from "../../src/ops/creation.ts";
+import {
+  conv2d,
+  conv2dBackwardData,
+  conv2dBackwardFilter,
+  type Conv2dOptions,
+  type Conv2dVariant,
+} from "../../src/ops/conv2d.ts";
+import { checkOp } from "../helpers/check_op.ts";
+import { assertClose, type Nd, nd, Rng } from "../helpers/reference.ts";
+import { gpuTest } from "../helpers/setup.ts";
+
+interface Config {
+  batch: number;
+  inC: number;
+  outC: number;
+  h: number;
+  w: number;
+  kh: number;
+  kw: number;
+  stride: [number, number];
+  padding: [number, number];
+  dilation: [number, number];
+  bias: boolean;
+}
+
+function outSize(c: Config): [number, number] {
+  const ho = Math.floor((c.h + 2 * c.padding[0] - c.dilation[0] * (c.kh - 1) - 1) / c.stride[0]) + 1;
+  const wo = Math.floor((c.w + 2 * c.padding[1] - c.dilation[1] * (c.kw - 1) - 1) / c.stride[1]) + 1;
+  return [ho, wo];
+}
+
+/** Calls f(n, co, ci, oy, ox, ky, kx, xIndex, wIndex, yIndex) for every term of the conv sum. */
+function forEachTerm(
+  c: Config,
+  f: (xi: number, wi: number, yi: number, co: number) => void,
+): void {
+  const [ho, wo] = outSize(c);
+  for (let n = 0; n < c.batch; n++) {
+    for (let co = 0; co < c.outC; co++) {
+      for (let oy = 0; oy < ho; oy++) {
+        for (let ox = 0; ox < wo; ox++) {
+          const yi = ((n * c.outC + co) * ho + oy) * wo + ox;
+          for (let ci = 0; ci < c.inC; ci++) {
+            for (let ky = 0; ky < c.kh; ky++) {
+              const iy = oy * c.stride[0] - c.padding[0] + ky * c.dilation[0];
+              if (iy < 0 || iy >= c.h) continue;
+              for (let kx = 0; kx < c.kw; kx++) {
+                const ix = ox * c.stride[1] - c.padding[1] + kx * c.dilation[1];
+                if (ix < 0 || ix >= c.w) continue;
+                f(
+                  ((n * c.inC + ci) * c.h + iy) * c.w + ix,
+                  ((co * c.inC + ci) * c.kh + ky) * c.kw + kx,
+                  yi,
+                  co,
+                );
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/** Float64 reference forward, straight from the definition. */
+function convRef(c: Config, x: Nd, w: Nd, b?: Nd): Nd {
+  const [ho, wo] = outSize(c);
+  const y = nd([c.batch, c.outC, ho, wo]);
+  if (b) {
+    for (let i = 0; i < y.data.length; i++) y.data[i] = b.data[Math.floor(i / (ho * wo)) % c.outC];
+  }
+  forEachTerm(c, (xi, wi, yi) => (y.data[yi] += x.data[xi] * w.data[wi]));
+  return y;
+}
+
+/** Float64 reference gradients: each term y += x*w sends dy*w to x and dy*x to w. */
+function convRefGrad(c: Config, dy: Nd, x: Nd, w: Nd): Nd[] {
+  const dx = nd(x.shape), dw = nd(w.shape), db = nd([c.outC]);
+  forEachTerm(c, (xi, wi, yi) => {
+    dx.data[xi] += dy.data[yi] * w.data[wi];
+    dw.data[wi] += dy.data[yi] * x.data[xi];
+  });
+  const [ho, wo] = outSize(c);
+  for (let i = 0; i < dy.data.length; i++) db.data[Math.floor(i / (ho * wo)) % c.outC] += dy.data[i];
+  return [dx, dw, db];
+}
+
+function options(c: Config, variant: Conv2dVariant): Conv2dOptions {
+  return { stride: c.stride, padding: c.padding, dilation: c.dilation, variant };
+}
+
+function describe(c: Config): string {
+  return `x[${c.batch},${c.inC},${c.h},${c.w}] w[${c.outC},${c.inC},${c.kh},${c.kw}] ` +
+    `s${c.stride} p${c.padding} d${c.dilation}${c.bias ? " +bias" : ""}`;
+}
+
+async function checkConfig(c: Config, variant: Conv2dVariant, seed: number): Promise<void> {
+  const rng = new Rng(seed);
+  const inputs = [rng.array([c.batch, c.inC, c.h, c.w]), rng.array([c.outC, c.inC, c.kh, c.kw])];
+  if (c.bias) inputs.push(rng.array([c.outC]));
+  await checkOp({
+    name: `conv2d ${variant} ${describe(c)}`,
+    inputs,
+    gpu: (x, w, b) => conv2d(x, w, b, options(c, variant)),
+    ref: (x, w, b) => convRef(c, x, w, b),
+    refGrad: (dy, x, w) => convRefGrad(c, dy, x, w).slice(0, c.bias ? 3 : 2),
+    tol: { rtol: 1e-4, atol: 1e-4 },
+    fdSamples: 12,
+    seed,
+  });
+}
+
+const base = { batch: 1, stride: [1, 1], padding: [0, 0], dilation: [1, 1], bias: true } as const;
+const cfg = (c: Partial<Config> & Pick<Config, "inC" | "outC" | "h" | "w" | "kh" | "kw">): Config => ({
+  ...base,
+  stride: [...base.stride],
+  padding: [...base.padding],
+  dilation: [...base.dilation],
+  ...c,
+});
+
+/** Hand-picked configurations: every case the models use, and every kernel path. */
+const FIXED: Config[] = [
+  // ResNet 3x3 pad 1, both strides; 16+ output channels and 8+ columns: the largest tile.
+  cfg({ batch: 2, inC: 3, outC: 17, h: 9, w: 12, kh: 3, kw: 3, padding: [1, 1] }),
+  cfg({ batch: 2, inC: 5, outC: 6, h: 8, w: 8, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2] }),
+  // 1x1 projection shortcut, stride 2, no bias.
+  cfg({ inC: 7, outC: 9, h: 7, w: 6, kh: 1, kw: 1, stride: [2, 2], bias: false }),
+  // PatchGAN 4x4 stride 2 pad 1; 5x5 pad 2.
+  cfg({ batch: 2, inC: 3, outC: 5, h: 10, w: 9, kh: 4, kw: 4, padding: [1, 1], stride: [2, 2] }),
+  cfg({ inC: 4, outC: 3, h: 6, w: 7, kh: 5, kw: 5, padding: [2, 2] }),
+  // Purifier dilated 3x3 convs (dilation = padding keeps the size).
+  cfg({ inC: 3, outC: 4, h: 8, w: 8, kh: 3, kw: 3, padding: [2, 2], dilation: [2, 2] }),
+  cfg({ inC: 2, outC: 5, h: 9, w: 8, kh: 3, kw: 3, padding: [4, 4], dilation: [4, 4] }),
+  cfg({ inC: 2, outC: 3, h: 5, w: 4, kh: 3, kw: 3, padding: [16, 16], dilation: [16, 16] }),
+  // Asymmetric stride / padding / dilation.
+  cfg({ inC: 3, outC: 4, h: 7, w: 9, kh: 3, kw: 2, stride: [1, 2], padding: [2, 0], dilation: [1, 2] }),
+  // Input channels split over several uniform chunks (accumulating), partial output chunks.
+  cfg({ inC: 48, outC: 20, h: 5, w: 4, kh: 5, kw: 5, padding: [2, 2], bias: false }),
+  cfg({ inC: 20, outC: 48, h: 4, w: 5, kh: 5, kw: 5, padding: [2, 1] }),
+];
+
+/** Seeded random configurations over the same space. */
+function randomConfigs(count: number, seed: number): Config[] {
+  const rng = new Rng(seed);
+  const out: Config[] = [];
+  while (out.length < count) {
+    const k = rng.pick([1, 3, 3, 4, 5]);
+    const d = k === 1 ? 1 : rng.pick([1, 1, 2, 4]);
+    const c = cfg({
+      batch: rng.int(1, 2),
+      inC: rng.int(1, 9),
+      outC: rng.int(1, 19),
+      h: rng.int(3, 11),
+      w: rng.int(3, 11),
+      kh: k,
+      kw: rng.pick([k, k, 1, 3]),
+      stride: [rng.int(1, 2), rng.int(1, 2)],
+      padding: [rng.int(0, 2), rng.int(0, 2)],
+      dilation: [d, rng.pick([1, d])],
+      bias: rng.next() < 0.5,
+    });
+    const [ho, wo] = outSize(c);
+    if (ho >= 1 && wo >= 1) out.push(c);
+  }
+  return out;
+}
+
+for (const variant of ["cpu", "gpu"] as const) {
+  gpuTest(`conv2d ${variant}: forward, dx, dw, dbias on fixed configurations`, async () => {
+    let seed = 100;
+    for (const c of FIXED) await checkConfig(c, variant, seed++);
+  });
+  gpuTest(`conv2d ${variant}: forward, dx, dw, dbias on random configurations`, async () => {
+    let seed = 500;
+    for (const c of randomConfigs(8, variant === "cpu" ? 1 : 2)) await checkConfig(c, variant, seed++);
+  });
+}
+
+gpuTest("conv2d: gradient of one input only (the others skip their kernels)", async () => {
+  const c = cfg({ batch: 2, inC: 3, outC: 5, h: 6, w: 8, kh: 3, kw: 3, padding: [1, 1], stride: [2, 1] });
+  const rng = new Rng(3);
+  const inputs = [
+    rng.array([c.batch, c.inC, c.h, c.w]),
+    rng.array([c.outC, c.inC, 3, 3]),
+    rng.array([c.outC]),
+  ];
+  for (const gradInputs of [[0], [1], [2]]) {
+    await checkOp({
+      name: `conv2d grad of input ${gradInputs} only`,
+      inputs,
+      gpu: (x, w, b) => conv2d(x, w, b, options(c, "cpu")),
+      ref: (x, w, b) => convRef(c, x, w, b),
+      refGrad: (dy, x, w) => convRefGrad(c, dy, x, w),
+      gradInputs,
+      tol: { rtol: 1e-4, atol: 1e-4 },
+      fdSamples: 6,
+    });
+  }
+});
+
+gpuTest("conv2d: backward entry points, long reductions split in partial sums", async () => {
+  // 2 x 20 x 20 = 800 output positions: the filter gradient splits them in both variants.
+  const c = cfg({ batch: 2, inC: 6, outC: 10, h: 20, w: 20, kh: 3, kw: 3, padding: [1, 1] });
+  const rng = new Rng(9);
+  const [ho, wo] = outSize(c);
+  const x = rng.array([c.batch, c.inC, c.h, c.w]), w = rng.array([c.outC, c.inC, 3, 3]);
+  const dy = rng.array([c.batch, c.outC, ho, wo]);
+  const [dxRef, dwRef] = convRefGrad(c, dy, x, w);
+  const [xt, wt, dyt] = [x, w, dy].map((a) => fromArray(Float32Array.from(a.data), a.shape));
+  for (const variant of ["cpu", "gpu"] as const) {
+    const dx = conv2dBackwardData(dyt, wt, x.shape, options(c, variant));
+    const dw = conv2dBackwardFilter(xt, dyt, w.shape, options(c, variant));
+    assertClose(await dx.toArray(), dxRef.data, `${variant} conv2dBackwardData`, { atol: 1e-4 });
+    assertClose(await dw.toArray(), dwRef.data, `${variant} conv2dBackwardFilter`, { atol: 1e-4 });
+    dx.dispose();
+    dw.dispose();
+  }
+  [xt, wt, dyt].forEach((t) => t.dispose());
+});
+
+gpuTest("conv2d: errors name the op and the shapes", () => {
+  const x = fromArray(new Float32Array(2 * 3 * 4 * 4), [2, 3, 4, 4]);
+  const w = fromArray(new Float32Array(8 * 4 * 3 * 3), [8, 4, 3, 3]);
+  const w3 = fromArray(new Float32Array(8 * 3 * 3 * 3), [8, 3, 3, 3]);
+  const w7 = fromArray(new Float32Array(8 * 3 * 7 * 7), [8, 3, 7, 7]);
+  try {
+    assert.throws(
+      () => conv2d(x, w),
+      /conv2d: input \[2, 3, 4, 4\] has 3 channels but weight \[8, 4, 3, 3\]/,
+    );
+    assert.throws(() => conv2d(x, w7), /conv2d: kernel 7x7 .* larger than the padded input 4x4/);
+    assert.throws(
+      () => conv2d(x, w3, undefined, { dilation: 2 }),
+      /conv2d: kernel 3x3 with dilation \[2, 2\] spans 5x5/,
+    );
+    assert.throws(() => conv2d(x, w3, undefined, { stride: 0 }), /conv2d: stride must be positive integers/);
+    assert.throws(() => conv2d(x, w3, undefined, { stride: [1, 1.5] }), /conv2d: stride must be positive/);
+    assert.throws(() => conv2d(x, w3, undefined, { padding: -1 }), /conv2d: padding must be non-negative/);
+    assert.throws(
+      () => conv2d(x.view([6, 4, 4]), w3),
+      /conv2d: input must be \[N, Cin, H, W\], got \[6, 4, 4\]/,
+    );
+    assert.throws(() => conv2d(x, w3, x.view([96])), /conv2d: bias \[96\] must be \[8\]/);
+    const dy = fromArray(new Float32Array(2 * 8 * 3 * 3), [2, 8, 3, 3]);
+    assert.throws(
+      () => conv2dBackwardData(dy, w3, [2, 3, 4, 4]),
+      /conv2d.backward: dy \[2, 8, 3, 3\] must be the conv output shape \[2, 8, 2, 2\]/,
+    );
+    dy.dispose();
+  } finally {
+    [x, w, w3, w7].forEach((t) => t.dispose());
+  }
+});
