@@ -55,3 +55,4 @@ export {
   type LoaderState,
   type UploadOptions,
 } from "./loader.ts";
+export { type DatasetName, DATASETS, isDatasetName, loadDataset } from "./by_name.ts";

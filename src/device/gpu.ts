@@ -205,11 +205,26 @@ export class Gpu {
   }
 }
 
+/**
+ * Mesa's EGL probe prints "XDG_RUNTIME_DIR is invalid" on headless Linux (CI, servers) when the
+ * variable is unset. Compute needs no display, so point it at the temp dir before the probe.
+ */
+function quietMesaOnHeadlessLinux(): void {
+  try {
+    if (Deno.build.os === "linux" && !Deno.env.get("XDG_RUNTIME_DIR")) {
+      Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("TMPDIR") ?? "/tmp");
+    }
+  } catch {
+    // No --allow-env: the warning is cosmetic.
+  }
+}
+
 /** Finds an adapter, preferring a real GPU, and creates a device with the limits we need. */
 export async function createGpu(options: InitOptions = {}): Promise<Gpu> {
   if (typeof navigator === "undefined" || !("gpu" in navigator)) {
     throw new NoAdapterError("this runtime has no navigator.gpu");
   }
+  quietMesaOnHeadlessLinux();
   const adapter = await navigator.gpu.requestAdapter({
     powerPreference: options.powerPreference ?? "high-performance",
   });

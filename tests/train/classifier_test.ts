@@ -1,0 +1,98 @@
+import assert from "node:assert/strict";
+import type { Module } from "../../src/nn/module.ts";
+import { trainClassifier } from "../../src/train/classifier.ts";
+import { defaultClassifierConfig } from "../../src/train/classifier_options.ts";
+import { RunFolder } from "../../src/train/run_folder.ts";
+import { gpuTest } from "../helpers/setup.ts";
+
+const tiny = defaultClassifierConfig({
+  model: "small-cnn",
+  limit: 192,
+  testLimit: 100,
+  epochs: 2,
+  batchSize: 32,
+  logEvery: 1,
+  checkpointEvery: 4,
+  evalBatchSize: 100,
+  seed: 3,
+});
+const quiet = { log: () => {}, tty: false };
+
+async function weights(model: Module) {
+  const out: Record<string, number[]> = {};
+  for (const [k, t] of Object.entries(model.stateDict())) out[k] = Array.from(await t.toArray());
+  return out;
+}
+
+gpuTest("classifier: a killed and resumed run equals the uninterrupted run step for step", async () => {
+  const dirA = await Deno.makeTempDir(), dirB = await Deno.makeTempDir();
+  const a = await trainClassifier(tiny, new RunFolder(dirA), quiet);
+  assert.equal(a.result.step, 12);
+  assert.equal(a.result.losses.length, 12);
+
+  // "Kill" after step 7 (mid-epoch, after the step-4 checkpoint): the stage writes a checkpoint
+  // and returns, as a killed process would have left its last one... then resume.
+  const killed = await trainClassifier({ ...tiny, stopAfterSteps: 7 }, new RunFolder(dirB), quiet);
+  assert.equal(killed.result.completed, false);
+  killed.model.dispose();
+  const b = await trainClassifier(tiny, new RunFolder(dirB), { ...quiet, resume: true });
+  assert.equal(b.result.completed, true);
+  assert.deepEqual(b.result.losses, a.result.losses, "same loss at every step");
+  assert.deepEqual(await weights(b.model), await weights(a.model), "bit-identical weights and running stats");
+  assert.equal(b.result.testAccuracy, a.result.testAccuracy);
+  a.model.dispose();
+  b.model.dispose();
+});
+
+gpuTest("classifier: resuming with a different config is refused, naming the differences", async () => {
+  const dir = await Deno.makeTempDir();
+  const r = await trainClassifier({ ...tiny, epochs: 1, stopAfterSteps: 2 }, new RunFolder(dir), quiet);
+  r.model.dispose();
+  await assert.rejects(
+    () => trainClassifier({ ...tiny, epochs: 1, lr: 0.5 }, new RunFolder(dir), { ...quiet, resume: true }),
+    /config differs in lr/,
+  );
+  await assert.rejects(
+    () => trainClassifier(tiny, new RunFolder(dir + "/nothing"), { ...quiet, resume: true }),
+    /no checkpoint at .*nothing\/checkpoints\/classifier\.safetensors/,
+  );
+});
+
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../../cli/train.ts", import.meta.url).pathname, ...args],
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test("train CLI: --help lists every option with its default; bad options give one line and exit 2", async () => {
+  const help = await cli(["--help"]);
+  assert.equal(help.code, 0);
+  for (
+    const flag of [
+      "--model <",
+      "--batch-size <integer>",
+      "--resume",
+      "--lr <number>",
+      "(default: 128)",
+      "--config <file.json>",
+    ]
+  ) {
+    assert.ok(help.stdout.includes(flag), `help mentions ${flag}`);
+  }
+  for (
+    const [args, message] of [
+      [["--model", "resnet9000"], /--model \(command line\): 'resnet9000' is not one of small-cnn, resnet8/],
+      [["--batch-size", "0"], /--batch-size \(command line\): 0 is below the minimum 1/],
+      [["--lr", "fast"], /--lr \(command line\): 'fast' is not a number/],
+      [["--frobnicate"], /Unknown option '--frobnicate'/],
+      [["--resume"], /--resume needs --out <run folder>/],
+    ] as const
+  ) {
+    const r = await cli([...args]);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.equal(r.stderr.trim().split("\n").length, 1, `one line: ${r.stderr}`);
+  }
+});
