@@ -8,7 +8,7 @@ import type { Binding } from "../device/gpu.ts";
 import { currentGpu } from "../device/runtime.ts";
 import { params } from "../device/uniforms.ts";
 import type { DType } from "../tensor/dtype.ts";
-import type { Shape } from "../tensor/shape.ts";
+import { type Shape, ShapeError } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 
 export { params } from "../device/uniforms.ts";
@@ -18,6 +18,25 @@ export type { Params } from "../device/uniforms.ts";
 export const NAN_BITS = 0x7fc00000;
 
 export type KernelBinding = Tensor | Binding;
+
+/**
+ * Mesa's llvmpipe (the CPU adapter behind lavapipe and GL llvmpipe) ends every loop of an
+ * invocation after 65,535 iterations in total (gallivm's guard against endless loops) and the
+ * kernel returns wrong numbers without any error. Kernels that loop over a user-sized dimension
+ * keep each invocation's loop at most this long on CPU adapters (half the limit leaves room for
+ * the kernel's other loops), by splitting the work or by refusing with a clear error.
+ */
+export const CPU_ADAPTER_MAX_LOOP = 32768;
+
+/** Throws naming the op when a per-invocation loop of `length` would break on a CPU adapter. */
+export function checkLoopLength(op: string, length: number, what: string): void {
+  if (length > CPU_ADAPTER_MAX_LOOP && currentGpu().adapterClass === "cpu") {
+    throw new ShapeError(
+      op,
+      `${what} has ${length} elements; on CPU adapters (llvmpipe) this kernel supports up to ${CPU_ADAPTER_MAX_LOOP}`,
+    );
+  }
+}
 
 /** Records one dispatch. Tensors bind with their exact byte size. */
 export function launch(

@@ -26,7 +26,7 @@ import { currentGpu } from "../device/runtime.ts";
 import { fmt, normAxis, ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { assertSameShape, checkFloat, mapElements } from "./elementwise.ts";
-import { grid1d, launch, output, params } from "./kernel.ts";
+import { checkLoopLength, grid1d, launch, output, params } from "./kernel.ts";
 
 export type Reduction = "mean" | "none" | "sum";
 
@@ -92,6 +92,7 @@ export function logSoftmax(x: Tensor, axis = -1): Tensor {
   if (x.rank === 0) throw new ShapeError(op, `needs a tensor with at least one axis, got ${fmt(x.shape)}`);
   const a = normAxis(op, axis, x.rank);
   const k = x.shape[a];
+  checkLoopLength(op, k, `axis ${axis} of ${fmt(x.shape)}`);
   const inner = x.shape.slice(a + 1).reduce((s, d) => s * d, 1);
   const rows = k === 0 ? 0 : x.size / k;
   const rowParams = params().u32(rows, k, Math.max(inner, 1), 0);
@@ -140,6 +141,7 @@ export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntro
     );
   }
   if (k === 0) throw new ShapeError(op, `logits ${fmt(logits.shape)} have no classes (K = 0)`);
+  checkLoopLength(op, k, `each row of logits ${fmt(logits.shape)}`);
 
   const variant = rowVariant();
   const rowLoss = output(op, [n]);

@@ -18,13 +18,15 @@ import {
   type MatmulVariant,
   vectorised,
 } from "../../shaders/matmul.ts";
-import { needsGrad, record } from "../autograd/tape.ts";
+import { needsGrad, noGrad, record } from "../autograd/tape.ts";
 import { currentGpu } from "../device/runtime.ts";
 import { fmt, ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { checkFloat } from "./elementwise.ts";
-import { launch, output, params } from "./kernel.ts";
+import { CPU_ADAPTER_MAX_LOOP, launch, output, params } from "./kernel.ts";
 import { sum } from "./reduce.ts";
+import { add } from "./arithmetic.ts";
+import { slice } from "./shape_ops.ts";
 
 export type { MatmulVariant } from "../../shaders/matmul.ts";
 
@@ -61,6 +63,51 @@ interface Problem {
   variant: MatmulVariant;
 }
 
+/**
+ * On CPU adapters a product whose k loop would come near llvmpipe's loop limit (see
+ * CPU_ADAPTER_MAX_LOOP) is split along K into launches of at most this many k values, summed in
+ * order.
+ */
+export const CPU_ADAPTER_MAX_K = CPU_ADAPTER_MAX_LOOP;
+
+/** C = Σ_chunks op(A)[:, chunk]·op(B)[chunk, :] (+ bias), for K too long for one launch. */
+function runSplitK(
+  op: string,
+  a: Tensor,
+  b: Tensor,
+  bias: Tensor | null,
+  prob: Problem,
+  outShape: number[],
+): Tensor {
+  return noGrad(() => {
+    const lead = prob.batch > 1 || a.rank === 3 ? [0] : [];
+    const chunkOf = (t: Tensor, kAxisLast: boolean, k0: number, kc: number) => {
+      const [r, c] = t.shape.slice(-2);
+      return kAxisLast
+        ? slice(t, [...lead, 0, k0], [...t.shape.slice(0, -2), r, kc])
+        : slice(t, [...lead, k0, 0], [...t.shape.slice(0, -2), kc, c]);
+    };
+    let acc: Tensor | null = null;
+    for (let k0 = 0; k0 < prob.K; k0 += CPU_ADAPTER_MAX_K) {
+      const kc = Math.min(CPU_ADAPTER_MAX_K, prob.K - k0);
+      const aChunk = chunkOf(a, !prob.transposeA, k0, kc), bChunk = chunkOf(b, prob.transposeB, k0, kc);
+      const part = runMatmul(op, aChunk, bChunk, null, { ...prob, K: kc }, outShape);
+      aChunk.dispose();
+      bChunk.dispose();
+      const next: Tensor = acc ? add(acc, part) : part;
+      if (acc) {
+        acc.dispose();
+        part.dispose();
+      }
+      acc = next;
+    }
+    if (!bias) return acc!;
+    const withBias = add(acc!, bias);
+    acc!.dispose();
+    return withBias;
+  });
+}
+
 /** Records the matmul kernel for `prob`, writing C with shape `outShape` (batch·M·N elements). */
 function runMatmul(
   op: string,
@@ -71,6 +118,9 @@ function runMatmul(
   outShape: number[],
 ): Tensor {
   const { batch, M, N, K, variant } = prob;
+  if (K > CPU_ADAPTER_MAX_K && currentGpu().adapterClass === "cpu") {
+    return runSplitK(op, a, b, bias, prob, outShape);
+  }
   const c = output(op, outShape);
   if (c.size === 0) return c;
   const tile = matmulTile(variant);

@@ -5,7 +5,7 @@
 import { correctShader } from "../../shaders/metrics.ts";
 import { fmt, ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { grid1d, launch, output, params } from "./kernel.ts";
+import { checkLoopLength, grid1d, launch, output, params } from "./kernel.ts";
 import { sum } from "./reduce.ts";
 
 /** Per row: 1 if argmax(logits[i]) == labels[i] (first maximum on ties), else 0. f32 [N]. */
@@ -21,6 +21,7 @@ export function correctPredictions(logits: Tensor, labels: Tensor): Tensor {
     );
   }
   const [rows, classes] = logits.shape;
+  checkLoopLength(op, classes, `each row of logits ${fmt(logits.shape)}`);
   const out = output(op, [rows]);
   if (rows > 0) launch(op, correctShader, [logits, labels, out, params().u32(rows, classes)], grid1d(rows));
   return out;

@@ -5,18 +5,14 @@
 import { argmaxShader } from "../../shaders/argmax.ts";
 import { logSumExpShader } from "../../shaders/logsumexp.ts";
 import { record } from "../autograd/tape.ts";
-import { currentGpu } from "../device/runtime.ts";
 import { fmt, normAxis, type Shape, ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { checkFloat, mapElements } from "./elementwise.ts";
-import { grid1d, launch, output, params } from "./kernel.ts";
+import { checkLoopLength, CPU_ADAPTER_MAX_LOOP, grid1d, launch, output, params } from "./kernel.ts";
 import { reduceAxes } from "./reduce_axes.ts";
 
-/**
- * Longest axis the one-invocation-per-output kernels walk on CPU adapters: llvmpipe ends an
- * invocation's loops after 65,535 iterations in all (see reduceTuning.maxPerLane in reduce_axes.ts).
- */
-export const MAX_AXIS_CPU = 32768;
+/** Longest axis the one-invocation-per-output kernels walk on CPU adapters (llvmpipe's loop limit). */
+export const MAX_AXIS_CPU = CPU_ADAPTER_MAX_LOOP;
 
 /** The tensor as [outer, len, inner] around `axis`, and the shapes without / with it kept. */
 function aroundAxis(op: string, x: Tensor, axis: number) {
@@ -25,12 +21,7 @@ function aroundAxis(op: string, x: Tensor, axis: number) {
   const len = x.shape[a];
   const inner = x.shape.slice(a + 1).reduce((n, d) => n * d, 1);
   if (len === 0) throw new ShapeError(op, `axis ${axis} of ${fmt(x.shape)} is empty`);
-  if (len > MAX_AXIS_CPU && currentGpu().adapterClass === "cpu") {
-    throw new ShapeError(
-      op,
-      `axis ${axis} of ${fmt(x.shape)} has ${len} elements; CPU adapters support up to ${MAX_AXIS_CPU}`,
-    );
-  }
+  checkLoopLength(op, len, `axis ${axis} of ${fmt(x.shape)}`);
   const removed = x.shape.filter((_, d) => d !== a);
   const kept: Shape = x.shape.map((s, d) => (d === a ? 1 : s));
   return { len, inner, removed, kept };
