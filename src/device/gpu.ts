@@ -247,7 +247,7 @@ export async function createGpu(options: InitOptions = {}): Promise<Gpu> {
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
   const gpu = new Gpu(device, info, isFallback, options);
   if (!options.quiet && isFallback) {
-    console.log(
+    console.error(
       `running on CPU adapter ${gpu.adapterName} (no GPU found): expect a few GFLOP/s; ` +
         `kernels use their CPU-tuned variants`,
     );
