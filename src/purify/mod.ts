@@ -1,0 +1,20 @@
+/** Purification: AToP's random transforms (RT1/RT2/RT3) on the GPU. */
+export {
+  applyRt,
+  blockGeometry,
+  blockMask,
+  type BlockMaskOptions,
+  combineRt3,
+  complementaryMasks,
+  disposeRtDraw,
+  drawRt,
+  maskedInput,
+  MAX_GRID,
+  RandomTransform,
+  rt1,
+  rt2,
+  rt3,
+  type RtConfig,
+  type RtDraw,
+  type RtKind,
+} from "./transforms.ts";
