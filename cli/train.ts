@@ -4,14 +4,20 @@
  */
 import { initWebGpu } from "../src/device/runtime.ts";
 import { lineChart, writePng } from "../src/io/png.ts";
-import { historyTable, trainClassifier } from "../src/train/classifier.ts";
+import { historyTable, stageName, trainClassifier } from "../src/train/classifier.ts";
 import { CLASSIFIER_OPTIONS, classifierConfig } from "../src/train/classifier_options.ts";
 import { helpText, type OptionTable, parseOptions, UsageError } from "../src/train/options.ts";
 import { RunFolder } from "../src/train/run_folder.ts";
 import { runCommand } from "./common.ts";
 
 const OPTIONS = {
-  stage: { type: "string", default: "classifier", choices: ["classifier"], help: "pipeline stage to run" },
+  stage: {
+    type: "string",
+    default: "classifier",
+    choices: ["classifier", "at"],
+    help:
+      "pipeline stage: classifier (standard training) or at (adversarial training, PGD unless --adversarial)",
+  },
   out: { type: "string", default: null, help: "run folder (default: runs/<stage>-<date>)" },
   resume: { type: "boolean", default: false, help: "continue the run in --out from its last checkpoint" },
   ...CLASSIFIER_OPTIONS,
@@ -30,6 +36,10 @@ await runCommand(async () => {
   if (values.resume && !values.out) throw new UsageError("--resume needs --out <run folder>");
   const run = new RunFolder((values.out as string | null) ?? RunFolder.defaultName(values.stage as string));
   let config = classifierConfig(values);
+  if (values.stage === "at" && !explicit.has("adversarial")) config.adversarial = "pgd";
+  if (values.stage === "classifier" && config.adversarial !== "none") {
+    throw new UsageError("--adversarial trains the `at` stage: pass --stage at");
+  }
   if (values.resume) {
     if (!(await run.exists("config.json"))) {
       throw new UsageError(
@@ -62,7 +72,7 @@ await runCommand(async () => {
   if (!result.completed) return;
 
   const summary = {
-    stage: "classifier",
+    stage: stageName(config),
     adapter: gpu.adapterName,
     adapterClass: gpu.adapterClass,
     config,
@@ -79,7 +89,7 @@ await runCommand(async () => {
       title: "classifier training loss",
     }),
   );
-  const md = `# Classifier run\n\n` +
+  const md = `# ${stageName(config) === "at" ? "Adversarial training" : "Classifier"} run\n\n` +
     `- model ${config.model} on ${config.dataset}, ${config.epochs} epochs, batch ${config.batchSize}, ` +
     `${config.optimizer} lr ${config.lr} (${config.schedule})\n` +
     `- adapter: ${gpu.adapterName} (${gpu.adapterClass})\n` +

@@ -1,5 +1,6 @@
 /**
- * The `classifier` stage: standard training of a classifier, with evaluation every epoch,
+ * The `classifier` stage: standard training of a classifier (or, with `adversarial`, the `at`
+ * stage: adversarial training on FGSM/PGD examples of each batch), with evaluation every epoch,
  * checkpoints that make a killed run resume exactly (same weights, same schedule, same data
  * order), metrics kept on the GPU and read back every `logEvery` steps.
  */
@@ -19,6 +20,8 @@ import { manualSeed } from "../ops/random.ts";
 import { concat } from "../ops/shape_ops.ts";
 import { Adam, AdamW, type Optimizer, SGD } from "../optim/mod.ts";
 import { constantLR, cosineLR, type Schedule, stepLR } from "../optim/schedule.ts";
+import { fgsm } from "../attacks/fgsm.ts";
+import { pgd } from "../attacks/pgd.ts";
 import { keep, tidy } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { ClassifierConfig } from "./classifier_options.ts";
@@ -148,6 +151,37 @@ export function buildClassifier(
   });
 }
 
+/** Checkpoint and log name of a config's stage: `at` for adversarial training. */
+export function stageName(config: ClassifierConfig): string {
+  return config.adversarial === "none" ? "classifier" : "at";
+}
+
+/**
+ * The adversarial examples a step trains on. The attack runs with the model in eval mode
+ * (running batchnorm statistics, which it must not update) and a seed derived from the step,
+ * so resumed runs draw the same random starts.
+ */
+function adversarialBatch(
+  model: Module,
+  x: Tensor,
+  y: Tensor,
+  config: ClassifierConfig,
+  step: number,
+): Tensor {
+  const f = (t: Tensor) => model.forward(t);
+  const threat = { norm: config.advNorm, eps: config.advEps };
+  model.eval();
+  try {
+    return config.adversarial === "fgsm" ? fgsm(f, x, y, threat) : pgd(f, x, y, threat, {
+      steps: config.advSteps,
+      stepSize: config.advStepSize ?? undefined,
+      seed: config.seed * 1_000_003 + step,
+    });
+  } finally {
+    model.train();
+  }
+}
+
 export interface TrainOptions {
   /** Continue from the run folder's checkpoint of this stage. */
   resume?: boolean;
@@ -186,7 +220,8 @@ export async function trainClassifier(
   const optimizer = buildOptimizer(config, model);
   const totalSteps = config.epochs * loader.batchesPerEpoch;
   const schedule = buildSchedule(config, totalSteps, loader.batchesPerEpoch);
-  const checkpointPath = run.checkpointPath("classifier");
+  const stage = stageName(config);
+  const checkpointPath = run.checkpointPath(stage);
   let step = 0;
   let history: EpochRecord[] = [];
   let losses: [number, number][] = [];
@@ -219,18 +254,21 @@ export async function trainClassifier(
     );
   }
   log(
-    `classifier: ${config.model} (${
+    `${stage}: ${config.model} (${
       model.parameterCount().toLocaleString("en")
     } parameters) on ${config.dataset} ` +
       `(${loader.samples} train / ${
         config.testLimit ?? test.length
       } test images), ${config.epochs} epochs of ` +
-      `${loader.batchesPerEpoch} steps, batch ${config.batchSize}, ${config.optimizer} lr ${config.lr} ${config.schedule}`,
+      `${loader.batchesPerEpoch} steps, batch ${config.batchSize}, ${config.optimizer} lr ${config.lr} ${config.schedule}` +
+      (config.adversarial === "none"
+        ? ""
+        : `, trained on ${config.adversarial} ${config.advNorm} eps ${config.advEps.toFixed(4)} examples`),
   );
 
   const checkpoint = () =>
     saveState(checkpointPath, model, optimizer, {
-      stage: "classifier",
+      stage,
       config,
       step,
       loader: loader.state(),
@@ -259,8 +297,11 @@ export async function trainClassifier(
         const batch = loader.next();
         optimizer.lr = schedule(step);
         optimizer.zeroGrad();
+        const images = config.adversarial === "none"
+          ? batch.images
+          : adversarialBatch(model, batch.images, batch.labels, config, step);
         const stats = gradScope(() => {
-          const logits = model.forward(batch.images);
+          const logits = model.forward(images);
           const loss = crossEntropy(logits, batch.labels);
           loss.backward();
           return noGrad(() =>
@@ -276,6 +317,7 @@ export async function trainClassifier(
         stats.dispose();
         sums = keep(next);
         seen += batch.labels.size;
+        if (images !== batch.images) images.dispose();
         batch.images.dispose();
         batch.labels.dispose();
         step++;
@@ -289,7 +331,7 @@ export async function trainClassifier(
           epochSeen += seen;
           epochLoss += lossSum;
           epochCorrect += correct;
-          await run.log({ stage: "classifier", type: "train", step, epoch: epoch + 1, ...shown });
+          await run.log({ stage, type: "train", step, epoch: epoch + 1, ...shown });
           sums.dispose();
           sums = keep(zeros([2]));
           seen = 0;
@@ -319,7 +361,7 @@ export async function trainClassifier(
         imagesPerSecond: epochSeen / seconds,
       };
       history.push(record);
-      await run.log({ stage: "classifier", type: "epoch", ...record });
+      await run.log({ stage, type: "epoch", ...record });
       log(
         `epoch ${record.epoch}: train loss ${record.trainLoss.toFixed(4)} acc ${
           (100 * record.trainAccuracy).toFixed(2)

@@ -50,6 +50,21 @@ export const CLASSIFIER_OPTIONS = {
     help: "evaluate on a class-balanced subset of this many test images",
   },
   evalBatchSize: { type: "integer", default: 500, min: 1, help: "evaluation batch size" },
+  adversarial: {
+    type: "string",
+    default: "none",
+    choices: ["none", "fgsm", "pgd"],
+    help: "adversarial training: train on FGSM or PGD examples of each batch (the `at` baseline)",
+  },
+  advNorm: {
+    type: "string",
+    default: "linf",
+    choices: ["linf", "l2"],
+    help: "adversarial training threat model",
+  },
+  advEps: { type: "number", default: 0.1, min: 0, help: "adversarial training budget (e.g. 8/255)" },
+  advSteps: { type: "integer", default: 7, min: 1, help: "PGD steps of adversarial training" },
+  advStepSize: { type: "number", default: null, min: 0, help: "PGD step size (default 2.5·eps/steps)" },
   seed: { type: "integer", default: 0, min: 0, help: "seed of weight init, data order and augmentation" },
   logEvery: {
     type: "integer",
@@ -90,6 +105,11 @@ export type ClassifierConfig = {
   stepEpochs: number;
   gamma: number;
   augment: "auto" | "none" | "crop-flip";
+  adversarial: "none" | "fgsm" | "pgd";
+  advNorm: "linf" | "l2";
+  advEps: number;
+  advSteps: number;
+  advStepSize: number | null;
   limit: number | null;
   testLimit: number | null;
   evalBatchSize: number;

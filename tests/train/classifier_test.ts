@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { Module } from "../../src/nn/module.ts";
 import { trainClassifier } from "../../src/train/classifier.ts";
-import { defaultClassifierConfig } from "../../src/train/classifier_options.ts";
+import { type ClassifierConfig, defaultClassifierConfig } from "../../src/train/classifier_options.ts";
 import { RunFolder } from "../../src/train/run_folder.ts";
 import { gpuTest } from "../helpers/setup.ts";
 
@@ -24,25 +24,37 @@ async function weights(model: Module) {
   return out;
 }
 
-gpuTest("classifier: a killed and resumed run equals the uninterrupted run step for step", async () => {
+/** Trains `config` straight through, and again killed after `killAt` steps then resumed. */
+async function resumeMatches(config: ClassifierConfig, steps: number, killAt: number) {
   const dirA = await Deno.makeTempDir(), dirB = await Deno.makeTempDir();
-  const a = await trainClassifier(tiny, new RunFolder(dirA), quiet);
-  assert.equal(a.result.step, 12);
-  assert.equal(a.result.losses.length, 12);
+  const a = await trainClassifier(config, new RunFolder(dirA), quiet);
+  assert.equal(a.result.step, steps);
+  assert.equal(a.result.losses.length, steps);
 
-  // "Kill" after step 7 (mid-epoch, after the step-4 checkpoint): the stage writes a checkpoint
-  // and returns, as a killed process would have left its last one... then resume.
-  const killed = await trainClassifier({ ...tiny, stopAfterSteps: 7 }, new RunFolder(dirB), quiet);
+  // "Kill" mid-epoch, after a checkpoint: the stage writes a checkpoint and returns, as a
+  // killed process would have left its last one... then resume.
+  const killed = await trainClassifier({ ...config, stopAfterSteps: killAt }, new RunFolder(dirB), quiet);
   assert.equal(killed.result.completed, false);
   killed.model.dispose();
-  const b = await trainClassifier(tiny, new RunFolder(dirB), { ...quiet, resume: true });
+  const b = await trainClassifier(config, new RunFolder(dirB), { ...quiet, resume: true });
   assert.equal(b.result.completed, true);
   assert.deepEqual(b.result.losses, a.result.losses, "same loss at every step");
   assert.deepEqual(await weights(b.model), await weights(a.model), "bit-identical weights and running stats");
   assert.equal(b.result.testAccuracy, a.result.testAccuracy);
   a.model.dispose();
   b.model.dispose();
+}
+
+gpuTest("classifier: a killed and resumed run equals the uninterrupted run step for step", async () => {
+  await resumeMatches(tiny, 12, 7);
 });
+
+gpuTest(
+  "at stage (PGD adversarial training): resume is exact too (attack seeds follow the step)",
+  async () => {
+    await resumeMatches({ ...tiny, adversarial: "pgd", advSteps: 2, limit: 96, checkpointEvery: 2 }, 6, 3);
+  },
+);
 
 gpuTest("classifier: resuming with a different config is refused, naming the differences", async () => {
   const dir = await Deno.makeTempDir();
