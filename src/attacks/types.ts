@@ -37,4 +37,10 @@ export interface GradientOptions {
 }
 
 /** The signature of a registered attack (see registry.ts). */
-export type AttackFn = (model: Model, x: Tensor, y: Tensor, threat: ThreatModel, options?: Record<string, unknown>) => Tensor;
+export type AttackFn = (
+  model: Model,
+  x: Tensor,
+  y: Tensor,
+  threat: ThreatModel,
+  options?: Record<string, unknown>,
+) => Tensor;
