@@ -13,3 +13,4 @@ export * from "./shape_ops.ts";
 export * from "./matmul.ts";
 export * from "./metrics.ts";
 export * from "./conv2d.ts";
+export * from "./grid_sample.ts";
