@@ -59,7 +59,7 @@ const OPTIONS = {
     type: "number",
     default: null,
     min: 0,
-    help: "budget in [0,1] pixel units, e.g. 8/255 (default 8/255 linf, 0.5 l2; a suite's own otherwise)",
+    help: "budget in [0,1] pixel units, e.g. 8/255 (none: the suite's, else 8/255 linf, 0.5 l2)",
   },
   steps: { type: "integer", default: null, min: 0, help: "iterations (queries for square) of --attack" },
   eot: { type: "integer", default: null, min: 1, help: "EOT draws per gradient (gradient attacks)" },
@@ -69,7 +69,7 @@ const OPTIONS = {
     type: "integer",
     default: null,
     min: 1,
-    help: "draws of a random model per candidate (default 1, or 10 for random models)",
+    help: "draws of a random model per candidate (none: 1, or 10 for a random model)",
   },
   random: {
     type: "string",
@@ -183,7 +183,10 @@ async function merge(files: string[], out: string | null): Promise<void> {
   const md = markdownReport(merged, `Robust evaluation (merged from ${files.length} shards)`);
   await writeFileAtomic(join(out, "result.md"), new TextEncoder().encode(md));
   console.log(accuracyTable(merged));
-  console.error(`merged ${files.length} shards (${merged.config.points} points) into ${out}`);
+  const covered = merged.settings[0]?.runs[0]?.points.length ?? 0;
+  console.error(
+    `merged ${files.length} result file(s): ${covered} of ${merged.config.points} points, into ${out}`,
+  );
 }
 
 await runCommand(async () => {
@@ -247,7 +250,12 @@ await runCommand(async () => {
     attacks = [{ label: attackLabel(name, options), attack: name, options }];
     threats = [{ norm, eps: (values.eps as number | null) ?? defaultEps }];
   }
-  const shard = values.shard ? parseShard(values.shard as string, values.shardMode as ShardMode) : null;
+  let shard = null;
+  try {
+    if (values.shard) shard = parseShard(values.shard as string, values.shardMode as ShardMode);
+  } catch (e) {
+    throw new UsageError(`--shard: ${(e as Error).message}`);
+  }
 
   // Model and data.
   const { config, weights } = await loadClassifier(values);
@@ -312,6 +320,10 @@ await runCommand(async () => {
       console.error(`sanity checks at ${threatLabel(threat)} on ${x.shape[0]} points ...`);
       const report = await runSanityChecks(model, x, y, threat, {
         random: result.config.random,
+        // The toy defence with its noise frozen (the same draw on every call): PGD must break it.
+        frozenModel: sigma === null
+          ? undefined
+          : (input) => classifier(add(input, randn(input.shape, { std: sigma, seed: 1234, stream: 0 }))),
         iterativeOptions: values.eot !== null ? { eot: values.eot } : {},
       });
       sanityReports.push({ threat, report });
