@@ -6,6 +6,7 @@ import { currentGpu, initWebGpu } from "../../src/device/mod.ts";
 import { matmul, type MatmulOptions, matmulTunables } from "../../src/ops/matmul.ts";
 import { rand } from "../../src/ops/random.ts";
 import { type BenchRow, rate, timeGpu } from "../harness.ts";
+import { WORK } from "../peers/workloads.ts";
 
 /** Square products, plus the transposed forms that gradients (Aᵀ·B) and linear layers (A·Bᵀ) use. */
 const CASES: { n: number; options: MatmulOptions; label: string }[] = [
@@ -21,8 +22,12 @@ export async function benchMatmul(): Promise<BenchRow[]> {
   for (const { n, options, label } of CASES) {
     const a = rand([n, n]), b = rand([n, n]);
     const msPerIter = await timeGpu(() => matmul(a, b, options).dispose());
+    // Plain A·B rows carry the shared workload names so they pair with the peers' rows.
+    const shared = label === "A·B"
+      ? (n === 512 ? WORK.matmul512.name : n === 1024 ? WORK.matmul1024.name : null)
+      : null;
     rows.push({
-      name: `matmul ${label} ${n}x${n}x${n} (${variant} kernel)`,
+      name: shared ?? `matmul ${label} ${n}x${n}x${n} (${variant} kernel)`,
       impl: "ours",
       msPerIter,
       flop: 2 * n ** 3,

@@ -50,7 +50,7 @@ export class BasicBlock extends Module implements Block {
   }
 
   forward(x: Tensor): Tensor {
-    const out = this.bn2.forward(this.conv2.forward(relu(this.bn1.forward(this.conv1.forward(x)))));
+    const out = this.bn2.forward(this.conv2.forward(this.bn1.forwardRelu(this.conv1.forward(x))));
     return relu(add(out, this.shortcut ? this.shortcut.forward(x) : x));
   }
 }
@@ -86,8 +86,8 @@ export class Bottleneck extends Module implements Block {
   }
 
   forward(x: Tensor): Tensor {
-    let y = relu(this.bn1.forward(this.conv1.forward(x)));
-    y = relu(this.bn2.forward(this.conv2.forward(y)));
+    let y = this.bn1.forwardRelu(this.conv1.forward(x));
+    y = this.bn2.forwardRelu(this.conv2.forward(y));
     y = this.bn3.forward(this.conv3.forward(y));
     return relu(add(y, this.shortcut ? this.shortcut.forward(x) : x));
   }
@@ -144,7 +144,7 @@ export class ResNet extends Module {
 
   /** Features before the classifier: [N, channels]. */
   features(x: Tensor): Tensor {
-    let y = relu(this.bn1.forward(this.conv1.forward(this.normalize.forward(x))));
+    let y = this.bn1.forwardRelu(this.conv1.forward(this.normalize.forward(x)));
     for (const stage of this.stages) y = stage.forward(y);
     return this.pool.forward(y);
   }

@@ -1,6 +1,5 @@
 /** A small CNN for tests and quick runs: two conv-BN-ReLU stages, global pooling, linear. */
 import { maxPool2d } from "../ops/pool.ts";
-import { relu } from "../ops/unary.ts";
 import { BatchNorm2d, Conv2d, GlobalAvgPool2d, Linear } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -35,8 +34,8 @@ export class SmallCnn extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    let y = maxPool2d(relu(this.bn1.forward(this.conv1.forward(this.normalize.forward(x)))), 2);
-    y = relu(this.bn2.forward(this.conv2.forward(y)));
+    let y = maxPool2d(this.bn1.forwardRelu(this.conv1.forward(this.normalize.forward(x))), 2);
+    y = this.bn2.forwardRelu(this.conv2.forward(y));
     return this.linear.forward(this.pool.forward(y));
   }
 

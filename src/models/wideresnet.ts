@@ -4,7 +4,6 @@
  * fc), so RobustBench checkpoints map one to one. WRN-28-10: depth 28, widen factor 10.
  */
 import { add } from "../ops/arithmetic.ts";
-import { relu } from "../ops/unary.ts";
 import { BatchNorm2d, Conv2d, GlobalAvgPool2d, Linear } from "../nn/layers.ts";
 import { Module, Sequential } from "../nn/module.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -32,8 +31,8 @@ class WideBasicBlock extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    const a = relu(this.bn1.forward(x));
-    const out = this.conv2.forward(relu(this.bn2.forward(this.conv1.forward(a))));
+    const a = this.bn1.forwardRelu(x);
+    const out = this.conv2.forward(this.bn2.forwardRelu(this.conv1.forward(a)));
     // Pre-activation: the projection shortcut sees the activated input, identity the raw input.
     return add(this.convShortcut ? this.convShortcut.forward(a) : x, out);
   }
@@ -90,7 +89,7 @@ export class WideResNet extends Module {
   forward(x: Tensor): Tensor {
     let y = this.conv1.forward(this.normalize.forward(x));
     for (const b of this.blocks) y = b.forward(y);
-    return this.fc.forward(this.pool.forward(relu(this.bn1.forward(y))));
+    return this.fc.forward(this.pool.forward(this.bn1.forwardRelu(y)));
   }
 
   override dispose(): void {

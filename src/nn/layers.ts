@@ -78,10 +78,20 @@ export class BatchNorm2d extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    return this.#apply(x, false);
+  }
+
+  /** relu(batchnorm(x)) in one fused kernel (one elementwise pass less, forward and backward). */
+  forwardRelu(x: Tensor): Tensor {
+    return this.#apply(x, true);
+  }
+
+  #apply(x: Tensor, relu: boolean): Tensor {
     return batchNorm2d(x, this.weight, this.bias, this.runningMean, this.runningVar, {
       training: this.training,
       momentum: this.options.momentum ?? 0.1,
       eps: this.options.eps ?? 1e-5,
+      relu,
     });
   }
 }
