@@ -21,23 +21,23 @@ import {
 } from "../src/attacks/registry.ts";
 import type { Model, Norm, ThreatModel } from "../src/attacks/types.ts";
 import { loadDataset } from "../src/data/by_name.ts";
-import { DATASETS } from "../src/data/by_name.ts";
+
 import { initWebGpu } from "../src/device/runtime.ts";
-import { type Checkpoint, loadCheckpoint, loadIntoTensors } from "../src/io/checkpoint.ts";
+import { loadIntoTensors } from "../src/io/checkpoint.ts";
 import { writeFileAtomic } from "../src/io/checkpoint.ts";
 import { writeJson } from "../src/io/report.ts";
-import { MODELS } from "../src/models/zoo.ts";
+
 import { add } from "../src/ops/arithmetic.ts";
 import { randn } from "../src/ops/random.ts";
 import { type EvalResult, evaluateRobustness, type Protocol, uploadPoints } from "../src/eval/protocol.ts";
 import { accuracyTable, markdownReport, threatLabel, writeEvaluationReport } from "../src/eval/report.ts";
 import { runSanityChecks, type SanityReport } from "../src/eval/sanity.ts";
 import { evaluationPoints, mergeResults, parseShard, type ShardMode } from "../src/eval/shard.ts";
-import { buildClassifier, checkpointSection } from "../src/train/classifier.ts";
-import { type ClassifierConfig, defaultClassifierConfig } from "../src/train/classifier_options.ts";
+import { buildClassifier, readClassifierCheckpoint } from "../src/train/classifier.ts";
+
 import { helpText, type OptionTable, parseOptions, UsageError } from "../src/train/options.ts";
 import { Progress } from "../src/train/progress.ts";
-import { runCommand } from "./common.ts";
+import { CHECKPOINT_OPTIONS, runCommand } from "./common.ts";
 import { join } from "node:path";
 
 const OPTIONS = {
@@ -102,26 +102,7 @@ const OPTIONS = {
   sanityPoints: { type: "integer", default: 100, min: 1, help: "points of the sanity experiments" },
   examples: { type: "integer", default: 16, min: 0, help: "adversarial examples saved per setting" },
   out: { type: "string", default: null, help: "folder for result.json, result.md, examples, grids" },
-  split: { type: "string", default: "test", choices: ["train", "test"], help: "dataset split" },
-  dataDir: { type: "string", default: "data", help: "folder holding CIFAR binary files" },
-  model: {
-    type: "string",
-    default: null,
-    choices: Object.keys(MODELS),
-    help: "architecture, for checkpoints without our metadata",
-  },
-  dataset: {
-    type: "string",
-    default: null,
-    choices: Object.keys(DATASETS),
-    help: "dataset, for checkpoints without our metadata",
-  },
-  width: {
-    type: "integer",
-    default: 1,
-    min: 1,
-    help: "width multiplier, for checkpoints without our metadata",
-  },
+  ...CHECKPOINT_OPTIONS,
   json: { type: "boolean", default: false, help: "print the result summary as JSON" },
 } as const satisfies OptionTable;
 
@@ -134,29 +115,6 @@ const USAGE = `usage: deno task attack --checkpoint <file> (--attack <name> | --
 
 Attacks: ${attackNames().map((n) => `${n} (${getAttack(n).describe})`).join(";\n  ")}
 Suites: ${suiteNames().map((n) => `${n}: ${getSuite(n).describe}`).join(";\n  ")}`;
-
-async function loadClassifier(values: Record<string, unknown>) {
-  const path = values.checkpoint as string;
-  const ckpt = await loadCheckpoint(path);
-  let config: ClassifierConfig;
-  let weights: Checkpoint;
-  if (ckpt.metadata.config) {
-    config = ckpt.metadata.config as ClassifierConfig;
-    weights = checkpointSection(ckpt, "model");
-  } else {
-    if (!values.model || !values.dataset) {
-      throw new UsageError(`${path} has no training metadata: pass --model and --dataset`);
-    }
-    config = defaultClassifierConfig({
-      model: values.model as string,
-      dataset: values.dataset as string,
-      width: values.width as number,
-    });
-    const tensors = new Map([...ckpt.tensors].filter(([k]) => !k.endsWith(".num_batches_tracked")));
-    weights = { ...ckpt, tensors };
-  }
-  return { config, weights };
-}
 
 function parseSeeds(text: string): number[] {
   const seeds = text.split(",").map((s) => Number(s.trim()));
@@ -258,7 +216,11 @@ await runCommand(async () => {
   }
 
   // Model and data.
-  const { config, weights } = await loadClassifier(values);
+  const { config, weights } = await readClassifierCheckpoint(values.checkpoint as string, {
+    model: values.model as string | null,
+    dataset: values.dataset as string | null,
+    width: values.width as number,
+  });
   const gpu = await initWebGpu();
   const host = await loadDataset(config.dataset, values.split as "train" | "test", values.dataDir as string);
   const module = buildClassifier(config, host.shape, host.classes.length);

@@ -7,19 +7,17 @@
 import { loadDataset } from "../src/data/by_name.ts";
 import { GpuDataset } from "../src/data/loader.ts";
 import { initWebGpu } from "../src/device/runtime.ts";
-import { type Checkpoint, loadCheckpoint, loadIntoTensors } from "../src/io/checkpoint.ts";
+import { loadIntoTensors } from "../src/io/checkpoint.ts";
 import { markdownTable } from "../src/io/report.ts";
-import { buildClassifier, checkpointSection } from "../src/train/classifier.ts";
-import { type ClassifierConfig, defaultClassifierConfig } from "../src/train/classifier_options.ts";
+import { buildClassifier, readClassifierCheckpoint } from "../src/train/classifier.ts";
+
 import { evaluateClassifier } from "../src/train/evaluate.ts";
 import { helpText, type OptionTable, parseOptions, UsageError } from "../src/train/options.ts";
-import { DATASETS } from "../src/data/by_name.ts";
-import { MODELS } from "../src/models/zoo.ts";
-import { runCommand } from "./common.ts";
+
+import { CHECKPOINT_OPTIONS, runCommand } from "./common.ts";
 
 const OPTIONS = {
   checkpoint: { type: "string", default: null, help: "checkpoint file (.safetensors) to evaluate" },
-  split: { type: "string", default: "test", choices: ["train", "test"], help: "dataset split" },
   limit: {
     type: "integer",
     default: null,
@@ -27,25 +25,7 @@ const OPTIONS = {
     help: "evaluate a class-balanced subset of this many images",
   },
   batchSize: { type: "integer", default: 500, min: 1, help: "evaluation batch size" },
-  dataDir: { type: "string", default: "data", help: "folder holding CIFAR binary files" },
-  model: {
-    type: "string",
-    default: null,
-    choices: Object.keys(MODELS),
-    help: "architecture, for checkpoints without our metadata",
-  },
-  dataset: {
-    type: "string",
-    default: null,
-    choices: Object.keys(DATASETS),
-    help: "dataset, for checkpoints without our metadata",
-  },
-  width: {
-    type: "integer",
-    default: 1,
-    min: 1,
-    help: "width multiplier, for checkpoints without our metadata",
-  },
+  ...CHECKPOINT_OPTIONS,
   json: { type: "boolean", default: false, help: "print the result as JSON" },
 } as const satisfies OptionTable;
 
@@ -56,24 +36,11 @@ await runCommand(async () => {
     return;
   }
   if (!values.checkpoint) throw new UsageError("--checkpoint <file> is required (see --help)");
-  const ckpt = await loadCheckpoint(values.checkpoint as string);
-  let config: ClassifierConfig;
-  let weights: Checkpoint;
-  if (ckpt.metadata.config) {
-    config = ckpt.metadata.config as ClassifierConfig;
-    weights = checkpointSection(ckpt, "model");
-  } else {
-    if (!values.model || !values.dataset) {
-      throw new UsageError(`${values.checkpoint} has no training metadata: pass --model and --dataset`);
-    }
-    config = defaultClassifierConfig({
-      model: values.model as string,
-      dataset: values.dataset as string,
-      width: values.width as number,
-    });
-    const tensors = new Map([...ckpt.tensors].filter(([k]) => !k.endsWith(".num_batches_tracked")));
-    weights = { ...ckpt, tensors };
-  }
+  const { config, weights } = await readClassifierCheckpoint(values.checkpoint as string, {
+    model: values.model as string | null,
+    dataset: values.dataset as string | null,
+    width: values.width as number,
+  });
   const gpu = await initWebGpu();
   const host = await loadDataset(config.dataset, values.split as "train" | "test", values.dataDir as string);
   const model = buildClassifier(config, host.shape, host.classes.length);

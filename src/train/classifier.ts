@@ -24,7 +24,8 @@ import { fgsm } from "../attacks/fgsm.ts";
 import { pgd } from "../attacks/pgd.ts";
 import { keep, tidy } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import type { ClassifierConfig } from "./classifier_options.ts";
+import { type ClassifierConfig, defaultClassifierConfig } from "./classifier_options.ts";
+import { UsageError } from "./options.ts";
 import { evaluateClassifier } from "./evaluate.ts";
 import { Progress } from "./progress.ts";
 import type { RunFolder } from "./run_folder.ts";
@@ -121,6 +122,31 @@ export function checkpointSection(ckpt: Checkpoint, prefix: string): Checkpoint 
     ) => [k.slice(prefix.length + 1), v]),
   );
   return { ...ckpt, tensors };
+}
+
+/**
+ * The config and weights of a classifier checkpoint. Ours carry their config in the metadata;
+ * weights exported from PyTorch need the architecture named in `fallback`, and their
+ * `num_batches_tracked` entries (BatchNorm bookkeeping we do not keep) are dropped.
+ */
+export async function readClassifierCheckpoint(
+  path: string,
+  fallback: { model?: string | null; dataset?: string | null; width?: number },
+): Promise<{ config: ClassifierConfig; weights: Checkpoint }> {
+  const ckpt = await loadCheckpoint(path);
+  if (ckpt.metadata.config) {
+    return { config: ckpt.metadata.config as ClassifierConfig, weights: checkpointSection(ckpt, "model") };
+  }
+  if (!fallback.model || !fallback.dataset) {
+    throw new UsageError(`${path} has no training metadata: pass --model and --dataset`);
+  }
+  const config = defaultClassifierConfig({
+    model: fallback.model,
+    dataset: fallback.dataset,
+    width: fallback.width ?? 1,
+  });
+  const tensors = new Map([...ckpt.tensors].filter(([k]) => !k.endsWith(".num_batches_tracked")));
+  return { config, weights: { ...ckpt, tensors } };
 }
 
 function restoreOptimizer(ckpt: Checkpoint, optimizer: Optimizer): void {
