@@ -13,11 +13,10 @@ import { pgd } from "../../src/attacks/pgd.ts";
 import { selectPerSample } from "../../src/attacks/projection.ts";
 import type { Model, Norm, ThreatModel } from "../../src/attacks/types.ts";
 import { fromArray } from "../../src/ops/creation.ts";
-import { correctCount } from "../../src/ops/metrics.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
 import { assertClose, Rng } from "../helpers/reference.ts";
 import { gpuTest } from "../helpers/setup.ts";
-import { linearModel, noisyModel, trainedSmallClassifier } from "./toy_models.ts";
+import { correctCountOf, linearModel, noisyModel, trainedSmallClassifier } from "./toy_models.ts";
 
 // ---- the checkpoint schedule ----
 
@@ -346,26 +345,17 @@ gpuTest("apgd: deterministic for a seed, no GPU memory kept, clear errors", asyn
 
 // ---- strength on a trained classifier ----
 
-async function accuracy(model: Model, x: Tensor, y: Tensor): Promise<number> {
-  const logits = model(x);
-  const count = correctCount(logits, y);
-  const value = (await count.toArray())[0];
-  logits.dispose();
-  count.dispose();
-  return value;
-}
-
 gpuTest(
   "apgd on a trained small-cnn: APGD-CE, APGD-DLR and APGD-T beat 5-step PGD; eps = 1 fools all",
   async () => {
     const { model, x, y } = await trainedSmallClassifier();
     const n = x.shape[0];
-    const clean = await accuracy(model, x, y);
+    const clean = await correctCountOf(model, x, y);
     const threat: ThreatModel = { norm: "linf", eps: 0.03 };
     const run = async (attack: (t: ThreatModel) => Tensor, t = threat) => {
       const xAdv = attack(t);
       await assertInThreat(xAdv, x, t, "trained");
-      const acc = await accuracy(model, xAdv, y);
+      const acc = await correctCountOf(model, xAdv, y);
       xAdv.dispose();
       return acc;
     };

@@ -10,29 +10,16 @@ import { pgd } from "../../src/attacks/pgd.ts";
 import { metaPseudoGaussian, square, squareP } from "../../src/attacks/square.ts";
 import type { Model, ThreatModel } from "../../src/attacks/types.ts";
 import { fromArray } from "../../src/ops/creation.ts";
-import { correctCount } from "../../src/ops/metrics.ts";
-import { slice } from "../../src/ops/shape_ops.ts";
-import { keep, tidy } from "../../src/tensor/scope.ts";
+import { tidy } from "../../src/tensor/scope.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
 import { assertClose } from "../helpers/reference.ts";
 import { gpuTest } from "../helpers/setup.ts";
-import { noisyModel, trainedSmallClassifier } from "./toy_models.ts";
+import { accuracyOf, noisyModel, trainedClassifierHead } from "./toy_models.ts";
 
 const BATCH = 40;
 
-async function fixture(): Promise<{ model: Model; x: Tensor; y: Tensor }> {
-  const t = await trainedSmallClassifier();
-  // The first BATCH images of the shared (memoised) batch; kept for the whole file.
-  const x = keep(slice(t.x, [0, 0, 0, 0], [BATCH, 1, 28, 28]));
-  const y = keep(slice(t.y.view([t.y.shape[0], 1]), [0, 0], [BATCH, 1]).view([BATCH]));
-  return { model: t.model, x, y };
-}
-
-async function accuracy(model: Model, x: Tensor, y: Tensor): Promise<number> {
-  const c = tidy(() => correctCount(model(x), y));
-  const v = (await c.toArray())[0];
-  c.dispose();
-  return v / y.shape[0];
+function fixture(): Promise<{ model: Model; x: Tensor; y: Tensor }> {
+  return trainedClassifierHead(BATCH);
 }
 
 async function margins(model: Model, x: Tensor, y: Tensor): Promise<Float32Array> {
@@ -131,9 +118,9 @@ gpuTest(
         );
       }
     }
-    const clean = await accuracy(model, x, y), adv = await accuracy(model, xAdv, y);
+    const clean = await accuracyOf(model, x, y), adv = await accuracyOf(model, xAdv, y);
     const white = pgd(model, x, y, threat, { steps: 10, seed: 1 });
-    const whiteAcc = await accuracy(model, white, y);
+    const whiteAcc = await accuracyOf(model, white, y);
     console.log(`  L∞ 0.05: clean ${clean}, square(200 queries) ${adv}, pgd(10) ${whiteAcc}`);
     assert.ok(adv <= clean - 0.2, `square barely attacks: ${clean} -> ${adv}`);
     assert.ok(whiteAcc <= adv, `white-box PGD (${whiteAcc}) must beat or match Square (${adv})`);
@@ -150,9 +137,9 @@ gpuTest("square L2: in the ball, margin never rises, fools the classifier", asyn
   await assertInBall(xAdv, x, threat);
   const m0 = await margins(model, init, y), m1 = await margins(model, xAdv, y);
   for (let n = 0; n < BATCH; n++) assert.ok(m1[n] <= m0[n] + 1e-4, `sample ${n}: margin rose`);
-  const clean = await accuracy(model, x, y), adv = await accuracy(model, xAdv, y);
+  const clean = await accuracyOf(model, x, y), adv = await accuracyOf(model, xAdv, y);
   const white = pgd(model, x, y, threat, { steps: 10, seed: 1 });
-  const whiteAcc = await accuracy(model, white, y);
+  const whiteAcc = await accuracyOf(model, white, y);
   console.log(`  L2 2.0: clean ${clean}, square(200 queries) ${adv}, pgd(10) ${whiteAcc}`);
   assert.ok(adv <= clean - 0.2, `square barely attacks: ${clean} -> ${adv}`);
   assert.ok(whiteAcc <= adv, `white-box PGD (${whiteAcc}) must beat or match Square (${adv})`);

@@ -9,29 +9,17 @@ import { marginLoss } from "../../src/attacks/losses.ts";
 import { stAdv, stAdvWithGrid } from "../../src/attacks/stadv.ts";
 import type { Model } from "../../src/attacks/types.ts";
 import { gridSample, identityGrid } from "../../src/ops/grid_sample.ts";
-import { correctCount } from "../../src/ops/metrics.ts";
 import { sum } from "../../src/ops/reduce.ts";
-import { slice } from "../../src/ops/shape_ops.ts";
-import { keep, tidy } from "../../src/tensor/scope.ts";
+import { tidy } from "../../src/tensor/scope.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
 import { assertClose } from "../helpers/reference.ts";
 import { gpuTest } from "../helpers/setup.ts";
-import { noisyModel, trainedSmallClassifier } from "./toy_models.ts";
+import { accuracyOf, noisyModel, trainedClassifierHead } from "./toy_models.ts";
 
 const BATCH = 40;
 
-async function fixture(): Promise<{ model: Model; x: Tensor; y: Tensor }> {
-  const t = await trainedSmallClassifier();
-  const x = keep(slice(t.x, [0, 0, 0, 0], [BATCH, 1, 28, 28]));
-  const y = keep(slice(t.y.view([t.y.shape[0], 1]), [0, 0], [BATCH, 1]).view([BATCH]));
-  return { model: t.model, x, y };
-}
-
-async function accuracy(model: Model, x: Tensor, y: Tensor): Promise<number> {
-  const c = tidy(() => correctCount(model(x), y));
-  const v = (await c.toArray())[0];
-  c.dispose();
-  return v / y.shape[0];
+function fixture(): Promise<{ model: Model; x: Tensor; y: Tensor }> {
+  return trainedClassifierHead(BATCH);
 }
 
 /** |grid − id| ≤ bound (+ f32 rounding), grid ∈ [−1,1]; x_adv ∈ [0,1] without NaN. */
@@ -56,7 +44,7 @@ gpuTest("stAdv: flow bound, [0,1], and it fools a trained classifier", async () 
   const { xAdv, grid } = stAdvWithGrid(model, x, y, { bound, steps: 15 });
   const largest = await assertValid(xAdv, grid, bound);
   assert.ok(largest > 0.5 * bound, `the flow hardly moved (${largest})`);
-  const clean = await accuracy(model, x, y), adv = await accuracy(model, xAdv, y);
+  const clean = await accuracyOf(model, x, y), adv = await accuracyOf(model, xAdv, y);
   console.log(`  bound 0.05, 15 steps: clean ${clean}, stAdv ${adv}`);
   assert.ok(adv <= clean - 0.3, `stAdv barely attacks: ${clean} -> ${adv}`);
   // x_adv is exactly the resampling of x at the returned grid.
@@ -106,7 +94,7 @@ gpuTest("stAdv: EOT over a random model keeps the invariants and still attacks",
   const bound = 0.05;
   const { xAdv, grid } = stAdvWithGrid(random, x, y, { bound, steps: 8, eot: 2 });
   await assertValid(xAdv, grid, bound);
-  const clean = await accuracy(model, x, y), adv = await accuracy(model, xAdv, y);
+  const clean = await accuracyOf(model, x, y), adv = await accuracyOf(model, xAdv, y);
   console.log(`  EOT 2 on a noisy model, 8 steps: clean ${clean} -> ${adv} (base model)`);
   assert.ok(adv < clean, `no effect: ${clean} -> ${adv}`);
   [xAdv, grid].forEach((t) => t.dispose());

@@ -22,7 +22,9 @@ import { matmul } from "../../src/ops/matmul.ts";
 import { manualSeed, randn } from "../../src/ops/random.ts";
 import { Adam } from "../../src/optim/mod.ts";
 import { keep } from "../../src/tensor/scope.ts";
-import { reshape } from "../../src/ops/shape_ops.ts";
+import { reshape, slice } from "../../src/ops/shape_ops.ts";
+import { correctCount } from "../../src/ops/metrics.ts";
+import { tidy } from "../../src/tensor/scope.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
 import { fromArray } from "../../src/ops/creation.ts";
 
@@ -115,4 +117,28 @@ export function noisyModel(base: Model, sigma: number): Model {
 export function linearModel(w: Float32Array, b: Float32Array, d: number, k: number): Model {
   const wt = keep(fromArray(w, [d, k])), bt = keep(fromArray(b, [k]));
   return (x) => add(matmul(reshape(x, [x.shape[0], d]), wt), bt);
+}
+
+/** How many samples of x the model classifies correctly (one readback). */
+export async function correctCountOf(model: Model, x: Tensor, y: Tensor): Promise<number> {
+  const c = tidy(() => correctCount(model(x), y));
+  const v = (await c.toArray())[0];
+  c.dispose();
+  return v;
+}
+
+/** The model's accuracy on x, as a fraction. */
+export async function accuracyOf(model: Model, x: Tensor, y: Tensor): Promise<number> {
+  return (await correctCountOf(model, x, y)) / y.shape[0];
+}
+
+/**
+ * The trained classifier with the first `n` images and labels of its test batch (kept for the
+ * process, like the memoised classifier itself).
+ */
+export async function trainedClassifierHead(n: number): Promise<{ model: Model; x: Tensor; y: Tensor }> {
+  const t = await trainedSmallClassifier();
+  const x = keep(slice(t.x, [0, 0, 0, 0], [n, ...t.x.shape.slice(1)]));
+  const y = keep(slice(t.y.view([t.y.shape[0], 1]), [0, 0], [n, 1]).view([n]));
+  return { model: t.model, x, y };
 }
