@@ -8,12 +8,11 @@ import { gradScope } from "../autograd/backward.ts";
 import { noGrad } from "../autograd/tape.ts";
 import { DATASETS, loadDataset } from "../data/by_name.ts";
 import { DataLoader, GpuDataset } from "../data/loader.ts";
-import { type Checkpoint, loadCheckpoint, loadIntoTensors, saveCheckpoint } from "../io/checkpoint.ts";
+import { type Checkpoint, loadCheckpoint } from "../io/checkpoint.ts";
 import { markdownTable } from "../io/report.ts";
 import type { Module } from "../nn/module.ts";
 import { createModel } from "../models/zoo.ts";
-import { add, mulScalar } from "../ops/arithmetic.ts";
-import { fromArray, zeros } from "../ops/creation.ts";
+import { mulScalar } from "../ops/arithmetic.ts";
 import { crossEntropy } from "../ops/loss.ts";
 import { correctCount } from "../ops/metrics.ts";
 import { manualSeed } from "../ops/random.ts";
@@ -22,13 +21,13 @@ import { Adam, AdamW, type Optimizer, SGD } from "../optim/mod.ts";
 import { constantLR, cosineLR, type Schedule, stepLR } from "../optim/schedule.ts";
 import { fgsm } from "../attacks/fgsm.ts";
 import { pgd } from "../attacks/pgd.ts";
-import { keep, tidy } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { type ClassifierConfig, defaultClassifierConfig } from "./classifier_options.ts";
 import { UsageError } from "./options.ts";
 import { evaluateClassifier } from "./evaluate.ts";
-import { Progress } from "./progress.ts";
 import type { RunFolder } from "./run_folder.ts";
+import { checkpointSection, type EpochSummary, runStage, type RunOptions } from "./stage_runner.ts";
+
 
 export interface EpochRecord {
   epoch: number;
@@ -93,37 +92,6 @@ export function buildSchedule(config: ClassifierConfig, totalSteps: number, step
   }
 }
 
-/** Checkpoint layout: model.<name> for parameters and buffers, optim.<key> for optimizer state. */
-async function saveState(
-  path: string,
-  model: Module,
-  optimizer: Optimizer,
-  metadata: Record<string, unknown>,
-): Promise<void> {
-  const tensors: Record<string, Tensor> = {};
-  for (const [name, t] of Object.entries(model.stateDict())) tensors[`model.${name}`] = t;
-  const state = optimizer.state();
-  for (const [key, t] of Object.entries(state.tensors)) tensors[`optim.${key}`] = t;
-  try {
-    await saveCheckpoint(path, {
-      tensors,
-      metadata: { ...metadata, optimizer: { step: state.step, paramSteps: state.paramSteps } },
-    });
-  } finally {
-    for (const t of Object.values(state.tensors)) t.dispose();
-  }
-}
-
-/** The entries of a checkpoint under `prefix.`, with the prefix removed. */
-export function checkpointSection(ckpt: Checkpoint, prefix: string): Checkpoint {
-  const tensors = new Map(
-    [...ckpt.tensors].filter(([k]) => k.startsWith(prefix + ".")).map((
-      [k, v],
-    ) => [k.slice(prefix.length + 1), v]),
-  );
-  return { ...ckpt, tensors };
-}
-
 /**
  * The config and weights of a classifier checkpoint. Ours carry their config in the metadata;
  * weights exported from PyTorch need the architecture named in `fallback`, and their
@@ -147,19 +115,6 @@ export async function readClassifierCheckpoint(
   });
   const tensors = new Map([...ckpt.tensors].filter(([k]) => !k.endsWith(".num_batches_tracked")));
   return { config, weights: { ...ckpt, tensors } };
-}
-
-function restoreOptimizer(ckpt: Checkpoint, optimizer: Optimizer): void {
-  const meta = ckpt.metadata.optimizer as { step: number; paramSteps: Record<string, number> };
-  const tensors: Record<string, Tensor> = {};
-  for (const [key, t] of checkpointSection(ckpt, "optim").tensors) {
-    tensors[key] = fromArray(t.data, t.shape, t.dtype);
-  }
-  try {
-    optimizer.loadState({ step: meta.step, paramSteps: meta.paramSteps, tensors });
-  } finally {
-    for (const t of Object.values(tensors)) t.dispose();
-  }
 }
 
 /** Builds the model of a classifier config (seeded, so the initial weights are reproducible). */
@@ -208,23 +163,12 @@ function adversarialBatch(
   }
 }
 
-export interface TrainOptions {
-  /** Continue from the run folder's checkpoint of this stage. */
-  resume?: boolean;
-  log?: (line: string) => void;
-  /** Progress bar on a terminal (default: when stderr is a terminal). */
-  tty?: boolean;
-}
-
 /** Trains a classifier in `run`; returns the history and the trained model (caller disposes). */
 export async function trainClassifier(
   config: ClassifierConfig,
   run: RunFolder,
-  options: TrainOptions = {},
+  options: RunOptions = {},
 ): Promise<{ result: ClassifierResult; model: Module }> {
-  const log = options.log ?? ((s: string) => console.error(s));
-  const started = performance.now();
-  await run.create();
   const [trainHost, testHost] = await Promise.all([
     loadDataset(config.dataset, "train", config.dataDir),
     loadDataset(config.dataset, "test", config.dataDir),
@@ -244,181 +188,86 @@ export async function trainClassifier(
     augment,
   });
   const optimizer = buildOptimizer(config, model);
-  const totalSteps = config.epochs * loader.batchesPerEpoch;
-  const schedule = buildSchedule(config, totalSteps, loader.batchesPerEpoch);
+  const schedule = buildSchedule(config, config.epochs * loader.batchesPerEpoch, loader.batchesPerEpoch);
   const stage = stageName(config);
-  const checkpointPath = run.checkpointPath(stage);
-  let step = 0;
-  let history: EpochRecord[] = [];
-  let losses: [number, number][] = [];
-
-  if (options.resume) {
-    const ckpt = await loadCheckpoint(checkpointPath);
-    const saved = ckpt.metadata.config as ClassifierConfig;
-    const differs = Object.keys(config).filter((k) =>
-      k !== "stopAfterSteps" &&
-      JSON.stringify(saved?.[k as keyof ClassifierConfig]) !==
-        JSON.stringify(config[k as keyof ClassifierConfig])
-    );
-    if (differs.length) {
-      throw new Error(
-        `cannot resume ${checkpointPath}: the config differs in ${
-          differs.join(", ")
-        }; resume with the saved config.json`,
-      );
-    }
-    loadIntoTensors(checkpointSection(ckpt, "model"), model.stateDict());
-    restoreOptimizer(ckpt, optimizer);
-    step = ckpt.metadata.step as number;
-    loader.seek(ckpt.metadata.loader as { epoch: number; batch: number });
-    history = (ckpt.metadata.history as EpochRecord[]) ?? [];
-    losses = (ckpt.metadata.losses as [number, number][]) ?? [];
-    log(
-      `resumed ${checkpointPath} at step ${step} (epoch ${
-        loader.state().epoch + 1
-      }, batch ${loader.state().batch})`,
-    );
-  }
-  log(
-    `${stage}: ${config.model} (${
-      model.parameterCount().toLocaleString("en")
-    } parameters) on ${config.dataset} ` +
-      `(${loader.samples} train / ${
-        config.testLimit ?? test.length
-      } test images), ${config.epochs} epochs of ` +
-      `${loader.batchesPerEpoch} steps, batch ${config.batchSize}, ${config.optimizer} lr ${config.lr} ${config.schedule}` +
-      (config.adversarial === "none"
-        ? ""
-        : `, trained on ${config.adversarial} ${config.advNorm} eps ${config.advEps.toFixed(4)} examples`),
-  );
-
-  const checkpoint = () =>
-    saveState(checkpointPath, model, optimizer, {
-      stage,
-      config,
-      step,
-      loader: loader.state(),
-      history,
-      losses,
-      datasetShape: trainHost.shape,
-      classes: trainHost.classes,
-    });
-
-  // Running sums (loss·B, correct) on the GPU, read back every logEvery steps.
-  let sums: Tensor = keep(zeros([2]));
-  let seen = 0;
-  let lastRead = performance.now();
-  let stopped = false;
   model.train();
   try {
-    while (step < totalSteps && !stopped) {
-      const epoch = loader.state().epoch;
-      const epochStart = performance.now();
-      const startBatch = loader.state().batch;
-      const progress = new Progress(`epoch ${epoch + 1}/${config.epochs}`, loader.batchesPerEpoch, {
-        tty: options.tty,
-      });
-      let epochSeen = 0, epochLoss = 0, epochCorrect = 0, shown: Record<string, number> = {};
-      while (loader.state().epoch === epoch && step < totalSteps) {
-        const batch = loader.next();
+    const result = await runStage({
+      stage,
+      config,
+      loader,
+      modules: { model },
+      optimizers: { optim: optimizer },
+      metrics: ["loss", "accuracy"],
+      metadata: { datasetShape: trainHost.shape, classes: trainHost.classes },
+      describe: `${stage}: ${config.model} (${model.parameterCount().toLocaleString("en")} parameters) on ` +
+        `${config.dataset} (${loader.samples} train / ${config.testLimit ?? test.length} test images), ` +
+        `${config.epochs} epochs of ${loader.batchesPerEpoch} steps, batch ${config.batchSize}, ` +
+        `${config.optimizer} lr ${config.lr} ${config.schedule}` +
+        (config.adversarial === "none"
+          ? ""
+          : `, trained on ${config.adversarial} ${config.advNorm} eps ${config.advEps.toFixed(4)} examples`),
+      step(batch, step) {
         optimizer.lr = schedule(step);
         optimizer.zeroGrad();
         const images = config.adversarial === "none"
           ? batch.images
           : adversarialBatch(model, batch.images, batch.labels, config, step);
-        const stats = gradScope(() => {
-          const logits = model.forward(images);
-          const loss = crossEntropy(logits, batch.labels);
-          loss.backward();
-          return noGrad(() =>
-            concat([
-              mulScalar(loss, batch.labels.size).view([1]),
-              correctCount(logits, batch.labels).view([1]),
-            ], 0)
-          );
-        });
-        optimizer.step();
-        const next = tidy(() => add(sums, stats));
-        sums.dispose();
-        stats.dispose();
-        sums = keep(next);
-        seen += batch.labels.size;
-        if (images !== batch.images) images.dispose();
-        batch.images.dispose();
-        batch.labels.dispose();
-        step++;
-        const batchIndex = loader.state().epoch === epoch ? loader.state().batch : loader.batchesPerEpoch;
-        if (step % config.logEvery === 0 || batchIndex === loader.batchesPerEpoch) {
-          const [lossSum, correct] = await sums.toArray(); // the only readback: every logEvery steps
-          const now = performance.now();
-          const imagesPerSecond = seen / ((now - lastRead) / 1000);
-          shown = { loss: lossSum / seen, acc: correct / seen, "img/s": imagesPerSecond, lr: optimizer.lr };
-          losses.push([step, lossSum / seen]);
-          epochSeen += seen;
-          epochLoss += lossSum;
-          epochCorrect += correct;
-          await run.log({ stage, type: "train", step, epoch: epoch + 1, ...shown });
-          sums.dispose();
-          sums = keep(zeros([2]));
-          seen = 0;
-          lastRead = now;
+        try {
+          const stats = gradScope(() => {
+            const logits = model.forward(images);
+            const loss = crossEntropy(logits, batch.labels);
+            loss.backward();
+            return noGrad(() =>
+              concat([
+                mulScalar(loss, batch.labels.size).view([1]),
+                correctCount(logits, batch.labels).view([1]),
+              ], 0)
+            );
+          });
+          optimizer.step();
+          return stats;
+        } finally {
+          if (images !== batch.images) images.dispose();
         }
-        progress.update(batchIndex - startBatch, shown);
-        if (step % config.checkpointEvery === 0) await checkpoint();
-        if (config.stopAfterSteps !== null && step >= config.stopAfterSteps) {
-          stopped = true;
-          break;
-        }
-      }
-      if (stopped) break;
-      progress.done(shown);
-      const seconds = (performance.now() - epochStart) / 1000;
-      const evaluation = await evaluateClassifier(model, test, {
-        batchSize: config.evalBatchSize,
-        limit: config.testLimit,
-      });
-      const record: EpochRecord = {
-        epoch: epoch + 1,
-        trainLoss: epochLoss / epochSeen,
-        trainAccuracy: epochCorrect / epochSeen,
-        testLoss: evaluation.loss,
-        testAccuracy: evaluation.accuracy,
-        seconds,
-        imagesPerSecond: epochSeen / seconds,
-      };
-      history.push(record);
-      await run.log({ stage, type: "epoch", ...record });
-      log(
-        `epoch ${record.epoch}: train loss ${record.trainLoss.toFixed(4)} acc ${
-          (100 * record.trainAccuracy).toFixed(2)
-        }%  ` +
-          `test loss ${record.testLoss.toFixed(4)} acc ${(100 * record.testAccuracy).toFixed(2)}%  ` +
-          `${seconds.toFixed(1)} s, ${record.imagesPerSecond.toFixed(0)} img/s`,
-      );
-      lastRead = performance.now();
-      await checkpoint();
-    }
-    if (stopped) {
-      await checkpoint();
-      log(`stopped after step ${step} (--stop-after-steps); resume with --resume`);
-    }
+      },
+      async evaluate() {
+        const e = await evaluateClassifier(model, test, { batchSize: config.evalBatchSize, limit: config.testLimit });
+        return { loss: e.loss, accuracy: e.accuracy };
+      },
+    }, run, options);
+    const history = result.history.map(epochRecord);
+    return {
+      result: {
+        completed: result.completed,
+        step: result.step,
+        history,
+        losses: result.curve.map(([step, loss]) => [step, loss]),
+        testAccuracy: history.at(-1)?.testAccuracy ?? null,
+        wallSeconds: result.wallSeconds,
+      },
+      model,
+    };
+  } catch (e) {
+    model.dispose();
+    throw e;
   } finally {
-    sums.dispose();
     loader.dispose();
     train.dispose();
     test.dispose();
-    optimizer.zeroGrad();
-    optimizer.disposeState();
   }
-  const result: ClassifierResult = {
-    completed: !stopped,
-    step,
-    history,
-    losses,
-    testAccuracy: history.at(-1)?.testAccuracy ?? null,
-    wallSeconds: (performance.now() - started) / 1000,
+}
+
+function epochRecord(e: EpochSummary): EpochRecord {
+  return {
+    epoch: e.epoch,
+    trainLoss: e.train.loss,
+    trainAccuracy: e.train.accuracy,
+    testLoss: e.eval.loss,
+    testAccuracy: e.eval.accuracy,
+    seconds: e.seconds,
+    imagesPerSecond: e.imagesPerSecond,
   };
-  return { result, model };
 }
 
 /** Markdown table of a classifier's epochs. */
