@@ -6,9 +6,7 @@
  */
 import { gradScope } from "../autograd/backward.ts";
 import { noGrad } from "../autograd/tape.ts";
-import { DATASETS, loadDataset } from "../data/by_name.ts";
-import { DataLoader, GpuDataset } from "../data/loader.ts";
-import { type Checkpoint, loadCheckpoint } from "../io/checkpoint.ts";
+import { type Checkpoint, loadCheckpoint, loadIntoTensors } from "../io/checkpoint.ts";
 import { markdownTable } from "../io/report.ts";
 import type { Module } from "../nn/module.ts";
 import { createModel } from "../models/zoo.ts";
@@ -26,8 +24,8 @@ import { type ClassifierConfig, defaultClassifierConfig } from "./classifier_opt
 import { UsageError } from "./options.ts";
 import { evaluateClassifier } from "./evaluate.ts";
 import type { RunFolder } from "./run_folder.ts";
-import { checkpointSection, type EpochSummary, runStage, type RunOptions } from "./stage_runner.ts";
-
+import { openStageData } from "./stage_data.ts";
+import { checkpointSection, type EpochSummary, type RunOptions, runStage } from "./stage_runner.ts";
 
 export interface EpochRecord {
   epoch: number;
@@ -169,73 +167,68 @@ export async function trainClassifier(
   run: RunFolder,
   options: RunOptions = {},
 ): Promise<{ result: ClassifierResult; model: Module }> {
-  const [trainHost, testHost] = await Promise.all([
-    loadDataset(config.dataset, "train", config.dataDir),
-    loadDataset(config.dataset, "test", config.dataDir),
-  ]);
-  const train = GpuDataset.upload(trainHost), test = GpuDataset.upload(testHost);
-  const model = buildClassifier(config, trainHost.shape, trainHost.classes.length);
-  const augment = config.augment === "auto"
-    ? DATASETS[config.dataset as keyof typeof DATASETS].augment
-    : config.augment === "crop-flip"
-    ? { crop: { padding: 4 }, flip: true }
-    : {};
-  const loader = new DataLoader(train, {
-    batchSize: config.batchSize,
-    shuffle: true,
-    seed: config.seed,
-    limit: config.limit ?? undefined,
-    augment,
-  });
+  const data = await openStageData(config);
+  const { loader, test } = data;
+  const model = buildClassifier(config, data.shape, data.classes.length);
   const optimizer = buildOptimizer(config, model);
   const schedule = buildSchedule(config, config.epochs * loader.batchesPerEpoch, loader.batchesPerEpoch);
   const stage = stageName(config);
   model.train();
   try {
-    const result = await runStage({
-      stage,
-      config,
-      loader,
-      modules: { model },
-      optimizers: { optim: optimizer },
-      metrics: ["loss", "accuracy"],
-      metadata: { datasetShape: trainHost.shape, classes: trainHost.classes },
-      describe: `${stage}: ${config.model} (${model.parameterCount().toLocaleString("en")} parameters) on ` +
-        `${config.dataset} (${loader.samples} train / ${config.testLimit ?? test.length} test images), ` +
-        `${config.epochs} epochs of ${loader.batchesPerEpoch} steps, batch ${config.batchSize}, ` +
-        `${config.optimizer} lr ${config.lr} ${config.schedule}` +
-        (config.adversarial === "none"
-          ? ""
-          : `, trained on ${config.adversarial} ${config.advNorm} eps ${config.advEps.toFixed(4)} examples`),
-      step(batch, step) {
-        optimizer.lr = schedule(step);
-        optimizer.zeroGrad();
-        const images = config.adversarial === "none"
-          ? batch.images
-          : adversarialBatch(model, batch.images, batch.labels, config, step);
-        try {
-          const stats = gradScope(() => {
-            const logits = model.forward(images);
-            const loss = crossEntropy(logits, batch.labels);
-            loss.backward();
-            return noGrad(() =>
-              concat([
-                mulScalar(loss, batch.labels.size).view([1]),
-                correctCount(logits, batch.labels).view([1]),
-              ], 0)
-            );
+    const result = await runStage(
+      {
+        stage,
+        config,
+        loader,
+        modules: { model },
+        optimizers: { optim: optimizer },
+        metrics: ["loss", "accuracy"],
+        metadata: { datasetShape: data.shape, classes: data.classes },
+        describe:
+          `${stage}: ${config.model} (${model.parameterCount().toLocaleString("en")} parameters) on ` +
+          `${config.dataset} (${loader.samples} train / ${config.testLimit ?? test.length} test images), ` +
+          `${config.epochs} epochs of ${loader.batchesPerEpoch} steps, batch ${config.batchSize}, ` +
+          `${config.optimizer} lr ${config.lr} ${config.schedule}` +
+          (config.adversarial === "none"
+            ? ""
+            : `, trained on ${config.adversarial} ${config.advNorm} eps ${
+              config.advEps.toFixed(4)
+            } examples`),
+        step(batch, step) {
+          optimizer.lr = schedule(step);
+          optimizer.zeroGrad();
+          const images = config.adversarial === "none"
+            ? batch.images
+            : adversarialBatch(model, batch.images, batch.labels, config, step);
+          try {
+            const stats = gradScope(() => {
+              const logits = model.forward(images);
+              const loss = crossEntropy(logits, batch.labels);
+              loss.backward();
+              return noGrad(() =>
+                concat([
+                  mulScalar(loss, batch.labels.size).view([1]),
+                  correctCount(logits, batch.labels).view([1]),
+                ], 0)
+              );
+            });
+            optimizer.step();
+            return stats;
+          } finally {
+            if (images !== batch.images) images.dispose();
+          }
+        },
+        async evaluate() {
+          const e = await evaluateClassifier(model, test, {
+            batchSize: config.evalBatchSize,
+            limit: config.testLimit,
           });
-          optimizer.step();
-          return stats;
-        } finally {
-          if (images !== batch.images) images.dispose();
-        }
+          return { loss: e.loss, accuracy: e.accuracy };
+        },
       },
-      async evaluate() {
-        const e = await evaluateClassifier(model, test, { batchSize: config.evalBatchSize, limit: config.testLimit });
-        return { loss: e.loss, accuracy: e.accuracy };
-      },
-    }, run, options);
+      run,
+      options,
+    );
     const history = result.history.map(epochRecord);
     return {
       result: {
@@ -252,9 +245,7 @@ export async function trainClassifier(
     model.dispose();
     throw e;
   } finally {
-    loader.dispose();
-    train.dispose();
-    test.dispose();
+    data.dispose();
   }
 }
 
@@ -284,4 +275,25 @@ export function historyTable(history: EpochRecord[]): string {
       h.imagesPerSecond.toFixed(0),
     ]),
   );
+}
+
+/**
+ * A classifier from a checkpoint, ready to use: architecture from its metadata (or `fallback`
+ * for PyTorch-named weights), weights and running statistics loaded. The caller disposes it.
+ */
+export async function loadClassifier(
+  path: string,
+  shape: readonly number[],
+  numClasses: number,
+  fallback: { model?: string | null; dataset?: string | null; width?: number } = {},
+): Promise<{ config: ClassifierConfig; model: Module }> {
+  const { config, weights } = await readClassifierCheckpoint(path, fallback);
+  const model = buildClassifier(config, shape, numClasses);
+  try {
+    loadIntoTensors(weights, model.stateDict());
+  } catch (e) {
+    model.dispose();
+    throw new Error(`${path}: ${(e as Error).message}`);
+  }
+  return { config, model };
 }

@@ -51,8 +51,9 @@ export interface StageDefinition {
   /** Names of the sums a step returns (first = the loss curve), e.g. ["loss", "accuracy"]. */
   metrics: string[];
   /**
-   * One training step on `batch` (owned by the runner, disposed after). Returns a tensor
-   * [metrics.length] of sums over the batch's images; the runner divides by the image count.
+   * One training step on `batch` (owned by the runner, disposed after), run inside tidy():
+   * every tensor it creates but does not return is freed. Returns a tensor [metrics.length] of
+   * sums over the batch's images; the runner divides by the image count.
    */
   step(batch: Batch, step: number, epoch: number): Tensor;
   /** Runs after every epoch (e.g. test accuracy); numbers go to the epoch record. */
@@ -76,6 +77,8 @@ export interface EpochSummary {
 export interface StageResult {
   completed: boolean;
   step: number;
+  /** The metric names of `curve` and of the epochs' `train` records. */
+  metrics: string[];
   history: EpochSummary[];
   /** Per readback: [step, mean of each metric since the previous readback]. */
   curve: [number, ...number[]][];
@@ -161,7 +164,11 @@ function formatMetric(name: string, value: number): string {
 }
 
 /** Runs (or resumes) a stage to its end, or to `stopAfterSteps`. */
-export async function runStage(def: StageDefinition, run: RunFolder, options: RunOptions = {}): Promise<StageResult> {
+export async function runStage(
+  def: StageDefinition,
+  run: RunFolder,
+  options: RunOptions = {},
+): Promise<StageResult> {
   const log = options.log ?? ((s: string) => console.error(s));
   const started = performance.now();
   const { config, loader, stage } = def;
@@ -186,7 +193,11 @@ export async function runStage(def: StageDefinition, run: RunFolder, options: Ru
     loader.seek(ckpt.metadata.loader as { epoch: number; batch: number });
     history = (ckpt.metadata.history as EpochSummary[]) ?? [];
     curve = (ckpt.metadata.curve as [number, ...number[]][]) ?? [];
-    log(`resumed ${checkpointPath} at step ${step} (epoch ${loader.state().epoch + 1}, batch ${loader.state().batch})`);
+    log(
+      `resumed ${checkpointPath} at step ${step} (epoch ${
+        loader.state().epoch + 1
+      }, batch ${loader.state().batch})`,
+    );
   }
   if (def.describe) log(def.describe);
 
@@ -223,7 +234,7 @@ export async function runStage(def: StageDefinition, run: RunFolder, options: Ru
         manualSeed(mixSeed(config.seed, step));
         let stats: Tensor;
         try {
-          stats = def.step(batch, step, epoch);
+          stats = tidy(() => def.step(batch, step, epoch)); // frees the step's intermediates
         } finally {
           batch.images.dispose();
           batch.labels.dispose();
@@ -290,5 +301,12 @@ export async function runStage(def: StageDefinition, run: RunFolder, options: Ru
       optimizer.disposeState();
     }
   }
-  return { completed: !stopped, step, history, curve, wallSeconds: (performance.now() - started) / 1000 };
+  return {
+    completed: !stopped,
+    step,
+    metrics: def.metrics,
+    history,
+    curve,
+    wallSeconds: (performance.now() - started) / 1000,
+  };
 }

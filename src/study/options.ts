@@ -1,0 +1,177 @@
+/**
+ * Command-line options of the study (`deno task train`): a profile, then overrides of its most
+ * used settings. Every override defaults to null = "the profile's value"; the whole resolved
+ * config is saved in the run folder's config.json (and can be edited there before a run).
+ */
+import { DATASETS } from "../data/by_name.ts";
+import { MODELS } from "../models/zoo.ts";
+import { ATOP_MODES, type AtopMode } from "../train/atop.ts";
+import { type OptionTable, type OptionValues, UsageError } from "../train/options.ts";
+import { buildProfile, profileNames, STAGES, type StudyConfig, type StudyStage } from "./config.ts";
+
+export const STUDY_OPTIONS = {
+  profile: {
+    type: "string",
+    default: "default",
+    choices: profileNames(),
+    help: "settings of the whole study: default (CPU, ~20 min), tiny, full (GPU), cifar10-paper",
+  },
+  stages: {
+    type: "string",
+    default: "all",
+    help: `comma-separated stages to run (${STAGES.join(",")}); later stages need the earlier ones`,
+  },
+  out: { type: "string", default: null, help: "run folder (default: runs/atop-<date>)" },
+  resume: { type: "boolean", default: false, help: "continue the run in --out (completed stages are kept)" },
+  seed: { type: "integer", default: 0, min: 0, help: "seed of the whole study (each stage derives its own)" },
+  dataset: { type: "string", default: null, choices: Object.keys(DATASETS), help: "dataset of every stage" },
+  dataDir: { type: "string", default: null, help: "folder holding CIFAR binary files" },
+  model: { type: "string", default: null, choices: Object.keys(MODELS), help: "classifier architecture" },
+  classifierCheckpoint: {
+    type: "string",
+    default: null,
+    help: "use this classifier checkpoint instead of training one (PyTorch-named weights need --model)",
+  },
+  classifierEpochs: { type: "integer", default: null, min: 1, help: "classifier training epochs" },
+  classifierLimit: { type: "integer", default: null, min: 1, help: "classifier training images" },
+  atEpochs: { type: "integer", default: null, min: 0, help: "AT baseline epochs (0: no AT row)" },
+  atSteps: { type: "integer", default: null, min: 1, help: "PGD steps of the AT baseline" },
+  generator: { type: "string", default: null, choices: ["coarse", "deepfill"], help: "purifier network" },
+  generatorWidth: { type: "integer", default: null, min: 1, help: "purifier base width" },
+  rt: { type: "string", default: null, choices: ["rt1", "rt2", "rt3"], help: "random transform" },
+  sigma: { type: "number", default: null, min: 0, help: "RT2/RT3 noise standard deviation" },
+  grid: { type: "integer", default: null, min: 1, help: "blocks per side of the mask grid" },
+  missing: { type: "number", default: null, min: 0, help: "fraction of missing blocks (RT1/RT2)" },
+  fixedRandomness: {
+    type: "boolean",
+    default: false,
+    help: "freeze the transform's randomness (same mask and noise every call: determinism checks)",
+  },
+  pretrainEpochs: { type: "integer", default: null, min: 1, help: "purifier pre-training epochs" },
+  pretrainLimit: { type: "integer", default: null, min: 1, help: "purifier pre-training images" },
+  gan: { type: "boolean", default: null, help: "hinge GAN term in pre-training (profile default)" },
+  atopModes: {
+    type: "string",
+    default: null,
+    help: `comma-separated AToP modes (${ATOP_MODES.join(",")})`,
+  },
+  atopEpochs: { type: "integer", default: null, min: 1, help: "AToP fine-tuning epochs" },
+  atopLimit: { type: "integer", default: null, min: 1, help: "AToP fine-tuning images per epoch" },
+  lambda: { type: "number", default: null, min: 0, help: "weight λ of the CE term" },
+  ceStartEpoch: { type: "integer", default: null, min: 1, help: "first AToP epoch with the CE term" },
+  eps: {
+    type: "number",
+    default: null,
+    min: 0,
+    help: "linf budget of AToP, AT and the evaluation (e.g. 8/255)",
+  },
+  l2Eps: { type: "number", default: null, min: 0, help: "l2 budget of the unseen-threat evaluation" },
+  atopSteps: { type: "integer", default: null, min: 1, help: "adaptive mode: 1 = FGSM, k = PGD-k" },
+  atopEot: { type: "integer", default: null, min: 1, help: "adaptive mode: EOT draws per gradient" },
+  atopLr: { type: "number", default: null, min: 0, help: "AToP Adam learning rate" },
+  evalPoints: { type: "integer", default: null, min: 1, help: "test points of the evaluation" },
+  evalSeeds: { type: "integer", default: null, min: 1, help: "attack seeds of the purifier rows" },
+  evalDraws: { type: "integer", default: null, min: 1, help: "R: draws per candidate of the purifier rows" },
+  eot: { type: "integer", default: null, min: 1, help: "EOT draws of the full-gradient evaluation attacks" },
+  logEvery: { type: "integer", default: null, min: 1, help: "steps between metric readbacks" },
+  checkpointEvery: { type: "integer", default: null, min: 1, help: "steps between checkpoints" },
+  stopAfterSteps: {
+    type: "integer",
+    default: null,
+    min: 1,
+    help: "stop the running stage after this many steps, checkpointed, as if killed (resume tests)",
+  },
+} as const satisfies OptionTable;
+
+/** Keys that may change on --resume (they do not change what is computed). */
+export const RESUME_KEYS = ["out", "resume", "stages", "stopAfterSteps"];
+
+export function parseStages(text: string): StudyStage[] | undefined {
+  if (text === "all") return undefined;
+  const stages = text.split(",").map((s) => s.trim()).filter(Boolean);
+  for (const s of stages) {
+    if (!(STAGES as readonly string[]).includes(s)) {
+      throw new UsageError(`--stages: '${s}' is not one of ${STAGES.join(", ")} (or all)`);
+    }
+  }
+  return stages as StudyStage[];
+}
+
+/** The profile's config with the given overrides applied (null values keep the profile's). */
+export function studyConfig(values: OptionValues): StudyConfig {
+  const v = values as Record<string, string | number | boolean | null>;
+  const c = buildProfile(v.profile as string, v.seed as number);
+  const set = <T>(value: unknown, apply: (x: T) => void) => {
+    if (value !== null && value !== undefined) apply(value as T);
+  };
+  const classifiers = () => [c.classifier, ...(c.at ? [c.at] : [])];
+  const purifierStages = () => [c.pretrain, c.atop];
+  set<string>(v.dataset, (d) => {
+    c.dataset = d;
+    for (const s of [...classifiers(), ...purifierStages()]) s.dataset = d;
+  });
+  set<string>(v.dataDir, (d) => {
+    for (const s of [...classifiers(), ...purifierStages()]) s.dataDir = d;
+  });
+  set<string>(v.model, (m) => classifiers().forEach((s) => s.model = m));
+  set<string>(v.classifierCheckpoint, (p) => c.classifierCheckpoint = p);
+  set<number>(v.classifierEpochs, (n) => c.classifier.epochs = n);
+  set<number>(v.classifierLimit, (n) => c.classifier.limit = n);
+  set<number>(v.atEpochs, (n) => {
+    if (n === 0) c.at = null;
+    else {c.at = {
+        ...(c.at ?? { ...c.classifier, adversarial: "pgd", seed: c.classifier.seed + 1 }),
+        epochs: n,
+      };}
+  });
+  set<number>(v.atSteps, (n) => c.at && (c.at.advSteps = n));
+  set<"coarse" | "deepfill">(v.generator, (k) => {
+    c.pretrain.purifier = { kind: k };
+    c.atop.purifier = c.pretrain.purifier;
+  });
+  set<number>(v.generatorWidth, (w) => {
+    c.pretrain.purifier = { ...c.pretrain.purifier, width: w };
+    c.atop.purifier = c.pretrain.purifier;
+  });
+  const rt = { ...c.pretrain.rt };
+  set<"rt1" | "rt2" | "rt3">(v.rt, (k) => rt.kind = k);
+  set<number>(v.sigma, (x) => rt.sigma = x);
+  set<number>(v.grid, (x) => rt.grid = x);
+  set<number>(v.missing, (x) => rt.missing = x);
+  if (v.fixedRandomness) rt.fixedRandomness = { seed: (v.seed as number) + 1 };
+  c.pretrain.rt = c.atop.rt = rt;
+  set<number>(v.pretrainEpochs, (n) => c.pretrain.epochs = n);
+  set<number>(v.pretrainLimit, (n) => c.pretrain.limit = n);
+  set<boolean>(v.gan, (g) => c.pretrain.gan = g);
+  set<string>(v.atopModes, (text) => {
+    const modes = text.split(",").map((s) => s.trim()).filter(Boolean);
+    for (const m of modes) {
+      if (!(ATOP_MODES as readonly string[]).includes(m)) {
+        throw new UsageError(`--atop-modes: '${m}' is not one of ${ATOP_MODES.join(", ")}`);
+      }
+    }
+    c.atopModes = modes as AtopMode[];
+  });
+  set<number>(v.atopEpochs, (n) => c.atop.epochs = n);
+  set<number>(v.atopLimit, (n) => c.atop.limit = n);
+  set<number>(v.lambda, (x) => c.atop.lambda = x);
+  set<number>(v.ceStartEpoch, (n) => c.atop.ceStartEpoch = n);
+  set<number>(v.eps, (x) => {
+    c.atop.attack = { ...c.atop.attack, eps: x };
+    c.evaluation.linfEps = x;
+    if (c.at) c.at.advEps = x;
+  });
+  set<number>(v.l2Eps, (x) => c.evaluation.l2Eps = x);
+  set<number>(v.atopSteps, (n) => c.atop.attack = { ...c.atop.attack, steps: n });
+  set<number>(v.atopEot, (n) => c.atop.attack = { ...c.atop.attack, eot: n });
+  set<number>(v.atopLr, (x) => c.atop.optim = { ...c.atop.optim, lr: x });
+  set<number>(v.evalPoints, (n) => c.evaluation.points = n);
+  set<number>(v.evalSeeds, (n) => c.evaluation.seeds = n);
+  set<number>(v.evalDraws, (n) => c.evaluation.draws = n);
+  set<number>(v.eot, (n) => c.evaluation.eot = n);
+  for (const s of [...classifiers(), ...purifierStages()]) {
+    set<number>(v.logEvery, (n) => s.logEvery = n);
+    set<number>(v.checkpointEvery, (n) => s.checkpointEvery = n);
+  }
+  return c;
+}

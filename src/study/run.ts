@@ -1,0 +1,206 @@
+/**
+ * Runs the AToP study stage by stage in one run folder. Each stage writes its checkpoint as it
+ * goes and, when it completes, `stages/<stage>.json` (its history and loss curve). Running the
+ * study again on the same folder skips completed stages and resumes an interrupted one from its
+ * checkpoint, so a killed `deno task train` loses at most `checkpointEvery` steps.
+ *
+ * Models pass between stages through their checkpoints: the classifier of `classifier`, the
+ * generator of `pretrain` (the starting point of every atop mode) and of each `atop-<mode>`.
+ */
+import { loadDataset } from "../data/by_name.ts";
+import { loadCheckpoint, loadIntoTensors } from "../io/checkpoint.ts";
+import type { Module } from "../nn/module.ts";
+import type { Purifier } from "../purify/pipeline.ts";
+import { atopStageName, fineTunePurifier } from "../train/atop.ts";
+import { loadClassifier, stageName, trainClassifier } from "../train/classifier.ts";
+import type { ClassifierConfig } from "../train/classifier_options.ts";
+import { buildPurifier, pretrainPurifier } from "../train/pretrain.ts";
+import type { RunFolder } from "../train/run_folder.ts";
+import { checkpointSection, type StageResult } from "../train/stage_runner.ts";
+import type { StudyConfig, StudyStage } from "./config.ts";
+
+export interface StudyOptions {
+  log?: (line: string) => void;
+  tty?: boolean;
+  /** Run only these stages (default all); later stages need the earlier ones' checkpoints. */
+  stages?: StudyStage[];
+  /** Stop every training stage after this many steps, checkpointed (resume tests). */
+  stopAfterSteps?: number | null;
+}
+
+/** What a completed stage leaves in stages/<name>.json. */
+export interface StageRecord {
+  stage: string;
+  result: StageResult;
+  /** Extra facts (parameter counts, test accuracy). */
+  facts: Record<string, unknown>;
+}
+
+export interface ModelShape {
+  /** [C, H, W] of the dataset. */
+  shape: [number, number, number];
+  classes: string[];
+}
+
+/** The stage names of a study in order (atop expands to one stage per mode). */
+export function studyStages(config: StudyConfig): string[] {
+  return [
+    "classifier",
+    ...(config.at ? ["at"] : []),
+    "pretrain",
+    ...config.atopModes.map(atopStageName),
+  ];
+}
+
+function stageFile(stage: string): string {
+  return `stages/${stage}.json`;
+}
+
+export async function readStageRecord(run: RunFolder, stage: string): Promise<StageRecord | null> {
+  return (await run.exists(stageFile(stage))) ? await run.readJson<StageRecord>(stageFile(stage)) : null;
+}
+
+async function writeStageRecord(run: RunFolder, record: StageRecord): Promise<void> {
+  await Deno.mkdir(run.path("stages"), { recursive: true });
+  await run.writeJson(stageFile(record.stage), record);
+}
+
+/** Path of the classifier the purifier stages stand in front of. */
+export function classifierPath(config: StudyConfig, run: RunFolder): string {
+  return config.classifierCheckpoint ?? run.checkpointPath("classifier");
+}
+
+/** The dataset's image shape and classes. */
+export async function modelShape(config: StudyConfig): Promise<ModelShape> {
+  const host = await loadDataset(config.dataset, "test", config.classifier.dataDir);
+  return { shape: [...host.shape] as [number, number, number], classes: host.classes };
+}
+
+/** The frozen classifier of the study (from its checkpoint). */
+export async function studyClassifier(
+  config: StudyConfig,
+  run: RunFolder,
+  shape: ModelShape,
+): Promise<Module> {
+  const { model } = await loadClassifier(classifierPath(config, run), shape.shape, shape.classes.length, {
+    model: config.classifier.model,
+    dataset: config.dataset,
+    width: config.classifier.width,
+  });
+  model.eval();
+  return model;
+}
+
+/** A purifier with the weights of a stage's checkpoint (`pretrain` or `atop-<mode>`). */
+export async function studyPurifier(
+  config: StudyConfig,
+  run: RunFolder,
+  stage: string,
+  channels: number,
+): Promise<Purifier> {
+  const generator = buildPurifier(config.pretrain, channels);
+  try {
+    const ckpt = await loadCheckpoint(run.checkpointPath(stage));
+    loadIntoTensors(checkpointSection(ckpt, "generator"), generator.stateDict());
+  } catch (e) {
+    generator.dispose();
+    throw e;
+  }
+  return generator;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Runs the training stages that are not complete yet; returns whether all of them completed. */
+export async function runStudyTraining(
+  config: StudyConfig,
+  run: RunFolder,
+  options: StudyOptions = {},
+): Promise<boolean> {
+  const log = options.log ?? ((s: string) => console.error(s));
+  const wanted = (s: StudyStage) => !options.stages || options.stages.includes(s);
+  const stop = <T extends { stopAfterSteps: number | null }>(c: T): T => ({
+    ...c,
+    stopAfterSteps: options.stopAfterSteps ?? null,
+  });
+  const runOptions = (stage: string) =>
+    exists(run.checkpointPath(stage)).then((resume) => ({ resume, log, tty: options.tty }));
+  await run.create();
+
+  const classifierStage = async (stage: "classifier" | "at", c: ClassifierConfig) => {
+    if (await readStageRecord(run, stage)) return true;
+    const { result, model } = await trainClassifier(stop(c), run, await runOptions(stageName(c)));
+    const facts = { parameters: model.parameterCount(), testAccuracy: result.testAccuracy };
+    model.dispose();
+    if (!result.completed) return false;
+    await writeStageRecord(run, {
+      stage,
+      result: {
+        completed: true,
+        step: result.step,
+        history: result.history.map((h) => ({
+          epoch: h.epoch,
+          train: { loss: h.trainLoss, accuracy: h.trainAccuracy },
+          eval: { loss: h.testLoss, accuracy: h.testAccuracy },
+          seconds: h.seconds,
+          imagesPerSecond: h.imagesPerSecond,
+        })),
+        metrics: ["loss"],
+        curve: result.losses,
+        wallSeconds: result.wallSeconds,
+      },
+      facts,
+    });
+    return true;
+  };
+
+  if (wanted("classifier")) {
+    if (config.classifierCheckpoint) log(`classifier: using ${config.classifierCheckpoint}`);
+    else if (!(await classifierStage("classifier", config.classifier))) return false;
+  }
+  if (wanted("at") && config.at && !(await classifierStage("at", config.at))) return false;
+
+  if (wanted("pretrain") && !(await readStageRecord(run, "pretrain"))) {
+    const { result, generator } = await pretrainPurifier(
+      stop(config.pretrain),
+      run,
+      await runOptions("pretrain"),
+    );
+    const facts = { parameters: generator.parameterCount() };
+    generator.dispose();
+    if (!result.completed) return false;
+    await writeStageRecord(run, { stage: "pretrain", result, facts });
+  }
+
+  if (wanted("atop")) {
+    const shape = await modelShape(config);
+    for (const mode of config.atopModes) {
+      const stage = atopStageName(mode);
+      if (await readStageRecord(run, stage)) continue;
+      const classifier = await studyClassifier(config, run, shape);
+      const generator = await studyPurifier(config, run, "pretrain", shape.shape[0]);
+      try {
+        const result = await fineTunePurifier(
+          stop({ ...config.atop, mode }),
+          generator,
+          classifier,
+          run,
+          await runOptions(stage),
+        );
+        if (!result.completed) return false;
+        await writeStageRecord(run, { stage, result, facts: { parameters: generator.parameterCount() } });
+      } finally {
+        generator.dispose();
+        classifier.dispose();
+      }
+    }
+  }
+  return true;
+}

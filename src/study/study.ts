@@ -1,0 +1,92 @@
+/**
+ * The whole AToP study in one call: the training stages (resumable, see run.ts), then the
+ * `evaluate` stage (the comparison table) and the report (report.md/json, figure3.png, curves).
+ */
+import type { ExampleSet } from "../eval/protocol.ts";
+import type { RunFolder } from "../train/run_folder.ts";
+import type { StudyConfig } from "./config.ts";
+import { evaluateStudy } from "./evaluate.ts";
+import { figureImage, figureRows } from "./figure.ts";
+import { findings, stageCurve, type StudyReport, writeStudyReport } from "./report.ts";
+import { readStageRecord, runStudyTraining, type StudyOptions, studyStages } from "./run.ts";
+
+export interface StudyOutcome {
+  /** Every requested stage completed. */
+  completed: boolean;
+  /** report.md, when the evaluate stage ran. */
+  reportPath: string | null;
+  report: StudyReport | null;
+}
+
+export async function runStudy(
+  config: StudyConfig,
+  run: RunFolder,
+  options: StudyOptions & { adapter: string },
+): Promise<StudyOutcome> {
+  const log = options.log ?? ((s: string) => console.error(s));
+  const trained = await runStudyTraining(config, run, options);
+  if (!trained) return { completed: false, reportPath: null, report: null };
+  if (options.stages && !options.stages.includes("evaluate")) {
+    return { completed: true, reportPath: null, report: null };
+  }
+
+  const examples: Record<string, ExampleSet[]> = {};
+  const comparison = await evaluateStudy(config, run, {
+    log,
+    onExamples: (row, sets) => examples[row] = sets,
+  });
+  await run.writeJson("comparison.json", comparison);
+
+  const records = [];
+  for (const stage of studyStages(config)) {
+    const record = await readStageRecord(run, stage);
+    if (record) records.push(record);
+  }
+
+  // Figure 3: the full-gradient attack on the AToP row (adaptive if it ran), purified by each purifier.
+  const purifierRows = comparison.rows.filter((r) => r.random);
+  const shown = purifierRows.find((r) => r.key === "atop-adaptive") ?? purifierRows.at(-1);
+  let figure = null, figureLabels: string[] = [];
+  const set = shown ? examples[shown.key]?.[0] : undefined;
+  if (shown && set) {
+    const attack = Object.keys(set.adversarial)[0];
+    const rows = await figureRows(
+      config,
+      run,
+      set,
+      `${attack} on ${shown.label}`,
+      attack,
+      purifierRows.map((r) => ({ label: r.label, stage: r.stage })),
+    );
+    figure = figureImage(rows, set.shape);
+    figureLabels = rows.map((r) => r.label);
+  }
+
+  const sanity = comparison.rows.flatMap((r) =>
+    r.sanity.map((s) => ({ row: r.label, name: s.name, passed: s.passed, detail: s.detail }))
+  );
+  const report: StudyReport = {
+    format: "atop-study-report/1",
+    profile: config.profile,
+    adapter: options.adapter,
+    config,
+    stages: records.map((r) => ({
+      stage: r.stage,
+      wallSeconds: r.result.wallSeconds,
+      history: r.result.history,
+      facts: r.facts,
+    })),
+    comparison,
+    figureRows: figureLabels,
+    findings: findings(comparison),
+    sanity,
+    wallSeconds: records.reduce((s, r) => s + r.result.wallSeconds, 0) + comparison.seconds,
+  };
+  const reportPath = await writeStudyReport(
+    run,
+    report,
+    figure,
+    records.map((r) => ({ stage: r.stage, image: stageCurve(r) })),
+  );
+  return { completed: true, reportPath, report };
+}
