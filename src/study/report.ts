@@ -243,12 +243,10 @@ export function stageCurve(record: StageRecord): Image {
 export async function writeStudyReport(
   run: RunFolder,
   report: StudyReport,
-  figure: Image | null,
   curves: { stage: string; image: Image }[],
 ): Promise<string> {
   await Deno.mkdir(run.path("curves"), { recursive: true });
   for (const c of curves) await writePng(run.path(`curves/${c.stage}.png`), c.image);
-  if (figure) await writePng(run.path("figure3.png"), figure);
   await run.writeJson("report.json", report);
   await Deno.writeTextFile(run.path("report.md"), markdownReport(report));
   return run.path("report.md");

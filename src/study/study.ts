@@ -3,9 +3,10 @@
  * `evaluate` stage (the comparison table) and the report (report.md/json, figure3.png, curves).
  */
 import type { ExampleSet } from "../eval/protocol.ts";
+import { writePng } from "../io/png.ts";
 import type { RunFolder } from "../train/run_folder.ts";
 import type { StudyConfig } from "./config.ts";
-import { evaluateStudy } from "./evaluate.ts";
+import { type Comparison, evaluateStudy } from "./evaluate.ts";
 import { figureImage, figureRows } from "./figure.ts";
 import { findings, stageCurve, type StudyReport, writeStudyReport } from "./report.ts";
 import { readStageRecord, runStudyTraining, type StudyOptions, studyStages } from "./run.ts";
@@ -30,36 +31,26 @@ export async function runStudy(
     return { completed: true, reportPath: null, report: null };
   }
 
-  const examples: Record<string, ExampleSet[]> = {};
-  const comparison = await evaluateStudy(config, run, {
-    log,
-    onExamples: (row, sets) => examples[row] = sets,
-  });
-  await run.writeJson("comparison.json", comparison);
+  // The evaluate stage's results are comparison.json and the figure (figure3.png, figure.json):
+  // a resumed run that finds them only rewrites the report.
+  let comparison: Comparison;
+  let figureLabels: string[];
+  if (await run.exists("comparison.json") && await run.exists("figure.json")) {
+    log("evaluate: done earlier (comparison.json); rewriting the report");
+    comparison = await run.readJson<Comparison>("comparison.json");
+    figureLabels = (await run.readJson<{ rows: string[] }>("figure.json")).rows;
+  } else {
+    const examples: Record<string, ExampleSet[]> = {};
+    comparison = await evaluateStudy(config, run, { log, onExamples: (row, sets) => examples[row] = sets });
+    await run.writeJson("comparison.json", comparison);
+    figureLabels = await writeFigure(config, run, comparison, examples);
+    await run.writeJson("figure.json", { rows: figureLabels });
+  }
 
   const records = [];
   for (const stage of studyStages(config)) {
     const record = await readStageRecord(run, stage);
     if (record) records.push(record);
-  }
-
-  // Figure 3: the full-gradient attack on the AToP row (adaptive if it ran), purified by each purifier.
-  const purifierRows = comparison.rows.filter((r) => r.random);
-  const shown = purifierRows.find((r) => r.key === "atop-adaptive") ?? purifierRows.at(-1);
-  let figure = null, figureLabels: string[] = [];
-  const set = shown ? examples[shown.key]?.[0] : undefined;
-  if (shown && set) {
-    const attack = Object.keys(set.adversarial)[0];
-    const rows = await figureRows(
-      config,
-      run,
-      set,
-      `${attack} on ${shown.label}`,
-      attack,
-      purifierRows.map((r) => ({ label: r.label, stage: r.stage })),
-    );
-    figure = figureImage(rows, set.shape);
-    figureLabels = rows.map((r) => r.label);
   }
 
   const sanity = comparison.rows.flatMap((r) =>
@@ -85,8 +76,34 @@ export async function runStudy(
   const reportPath = await writeStudyReport(
     run,
     report,
-    figure,
     records.map((r) => ({ stage: r.stage, image: stageCurve(r) })),
   );
   return { completed: true, reportPath, report };
+}
+
+/**
+ * Figure 3 (figure3.png): the full-gradient attack on the AToP row (adaptive if it ran),
+ * purified by each purifier. Returns the labels of its rows (none without purifier rows).
+ */
+async function writeFigure(
+  config: StudyConfig,
+  run: RunFolder,
+  comparison: Comparison,
+  examples: Record<string, ExampleSet[]>,
+): Promise<string[]> {
+  const purifierRows = comparison.rows.filter((r) => r.random);
+  const shown = purifierRows.find((r) => r.key === "atop-adaptive") ?? purifierRows.at(-1);
+  const set = shown ? examples[shown.key]?.[0] : undefined;
+  if (!shown || !set) return [];
+  const attack = Object.keys(set.adversarial)[0];
+  const rows = await figureRows(
+    config,
+    run,
+    set,
+    `${attack} on ${shown.label}`,
+    attack,
+    purifierRows.map((r) => ({ label: r.label, stage: r.stage })),
+  );
+  await writePng(run.path("figure3.png"), figureImage(rows, set.shape));
+  return rows.map((r) => r.label);
 }

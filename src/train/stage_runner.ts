@@ -218,6 +218,7 @@ export async function runStage(
   let seen = 0;
   let lastRead = performance.now();
   let stopped = false;
+  const stopRequested = () => config.stopAfterSteps !== null && step >= config.stopAfterSteps;
   try {
     while (step < totalSteps && !stopped) {
       const epoch = loader.state().epoch;
@@ -263,7 +264,8 @@ export async function runStage(
         }
         progress.update(batchIndex - startBatch, shown);
         if (step % config.checkpointEvery === 0) await checkpoint();
-        if (config.stopAfterSteps !== null && step >= config.stopAfterSteps) {
+        // At an epoch's last batch, stop only after the epoch's evaluation and record (below).
+        if (stopRequested() && batchIndex !== loader.batchesPerEpoch) {
           stopped = true;
           break;
         }
@@ -289,6 +291,7 @@ export async function runStage(
       );
       lastRead = performance.now();
       await checkpoint();
+      if (stopRequested() && step < totalSteps) stopped = true;
     }
     if (stopped) {
       await checkpoint();

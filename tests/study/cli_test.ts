@@ -1,0 +1,167 @@
+/**
+ * `deno task train` end to end on the tiny profile: killed after one step, resumed, it runs every
+ * stage and writes every report file; options and errors of the command line.
+ */
+import assert from "node:assert/strict";
+import { buildProfile } from "../../src/study/config.ts";
+import { parseStages, STUDY_OPTIONS, studyConfig } from "../../src/study/options.ts";
+import type { StudyReport } from "../../src/study/report.ts";
+import type { OptionValues } from "../../src/train/options.ts";
+
+async function train(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../../cli/train.ts", import.meta.url).pathname, ...args],
+    env: { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test({
+  name: "train CLI: the tiny study, killed after one step and resumed, writes every report file",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    const first = await train(["--profile", "tiny", "--out", dir, "--stop-after-steps", "1"]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stderr, /stopped after .* continue with: deno task train --resume --out/);
+    assert.ok(!(await exists(`${dir}/stages/classifier.json`)), "the classifier stage is not complete");
+
+    const refused = await train(["--out", dir, "--resume", "--lambda", "0.5"]);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /--resume uses the saved config.json; do not pass --lambda/);
+
+    const second = await train(["--out", dir, "--resume"]);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stderr, /resumed .*classifier\.safetensors at step 1/);
+    assert.match(second.stdout, /report: .*report\.md/);
+    const stages = ["classifier", "at", "pretrain", "atop-fgsm-transfer", "atop-adaptive", "atop-clean"];
+    for (
+      const file of [
+        "config.json",
+        "log.jsonl",
+        "report.md",
+        "report.json",
+        "comparison.json",
+        "figure.json",
+        "figure3.png",
+        ...stages.map((s) => `stages/${s}.json`),
+        ...stages.map((s) => `checkpoints/${s}.safetensors`),
+        ...stages.map((s) => `curves/${s}.png`),
+      ]
+    ) {
+      assert.ok(await exists(`${dir}/${file}`), `${file} written`);
+    }
+    const report = JSON.parse(await Deno.readTextFile(`${dir}/report.json`)) as StudyReport;
+    assert.deepEqual(report.comparison.rows.map((r) => r.key), [
+      "classifier",
+      "at",
+      "ap",
+      "atop-fgsm-transfer",
+      "atop-adaptive",
+      "atop-clean",
+    ]);
+    for (const row of report.comparison.rows) {
+      for (const column of report.comparison.columns) {
+        const cell = row.cells[column.key];
+        assert.ok(cell.singleDraw.mean >= 0 && cell.singleDraw.mean <= 1, `${row.key} ${column.key}`);
+        assert.equal(cell.singleDraw.perSeed.length, row.random ? 2 : 1);
+      }
+    }
+    assert.ok(report.findings.length >= 8, "findings generated");
+    assert.ok(report.sanity.length > 0 && report.sanity.every((s) => s.passed !== false), "sanity verdicts");
+    assert.equal(report.figureRows.length, 3 + 4, "clean, adversarial, transformed + 4 purifiers");
+    const md = await Deno.readTextFile(`${dir}/report.md`);
+    for (
+      const text of ["## Comparison", "## Findings", "figure3.png", "curves/atop-adaptive.png", "## Sanity"]
+    ) {
+      assert.ok(md.includes(text), `report.md has ${text}`);
+    }
+
+    // Run again: nothing to train or evaluate, the report is rewritten from the saved results.
+    const third = await train(["--out", dir, "--resume"]);
+    assert.equal(third.code, 0, third.stderr);
+    assert.match(third.stderr, /evaluate: done earlier/);
+  },
+});
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("train CLI: --help lists profiles and options; bad options give one line and exit 2", async () => {
+  const help = await train(["--help"]);
+  assert.equal(help.code, 0);
+  for (
+    const text of [
+      "--profile <default|tiny|full|cifar10-paper>",
+      "--lambda <number>",
+      "--resume",
+      "cifar10-paper",
+    ]
+  ) {
+    assert.ok(help.stdout.includes(text), `help mentions ${text}`);
+  }
+  for (
+    const [args, message] of [
+      [["--model", "resnet9000"], /--model \(command line\): 'resnet9000' is not one of small-cnn, resnet8/],
+      [["--profile", "huge"], /--profile \(command line\): 'huge' is not one of default/],
+      [["--eval-points", "0"], /--eval-points \(command line\): 0 is below the minimum 1/],
+      [["--lambda", "lots"], /--lambda \(command line\): 'lots' is not a number/],
+      [
+        ["--stages", "pretrain,finetune"],
+        /--stages: 'finetune' is not one of classifier, at, pretrain, atop, evaluate/,
+      ],
+      [["--atop-modes", "pgd"], /--atop-modes: 'pgd' is not one of fgsm-transfer, adaptive, clean/],
+      [["--frobnicate"], /Unknown option '--frobnicate'/],
+      [["--resume"], /--resume needs --out <run folder>/],
+    ] as const
+  ) {
+    const r = await train([...args]);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.equal(r.stderr.trim().split("\n").length, 1, `one line: ${r.stderr}`);
+  }
+});
+
+function values(overrides: OptionValues): OptionValues {
+  const v: OptionValues = {};
+  for (const [k, spec] of Object.entries(STUDY_OPTIONS)) v[k] = spec.default;
+  return { ...v, ...overrides };
+}
+
+Deno.test("study options: overrides reach every stage they concern, null keeps the profile", () => {
+  assert.deepEqual(studyConfig(values({})), buildProfile("default"));
+  const c = studyConfig(values({
+    profile: "tiny",
+    dataset: "mnist",
+    eps: 0.2,
+    lambda: 0.3,
+    atEpochs: 0,
+    rt: "rt3",
+    generatorWidth: 6,
+    atopModes: "adaptive",
+    fixedRandomness: true,
+    seed: 5,
+  }));
+  assert.equal(c.dataset, "mnist");
+  for (const s of [c.classifier, c.pretrain, c.atop]) assert.equal(s.dataset, "mnist");
+  assert.equal(c.at, null, "--at-epochs 0 drops the AT row");
+  assert.equal(c.atop.attack.eps, 0.2);
+  assert.equal(c.evaluation.linfEps, 0.2);
+  assert.equal(c.atop.lambda, 0.3);
+  assert.equal(c.pretrain.rt.kind, "rt3");
+  assert.deepEqual(c.atop.rt, c.pretrain.rt, "pretrain and atop share the transform");
+  assert.deepEqual(c.pretrain.rt.fixedRandomness, { seed: 6 });
+  assert.equal(c.atop.purifier.width, 6);
+  assert.deepEqual(c.atopModes, ["adaptive"]);
+  assert.equal(c.classifier.seed, 5);
+  assert.deepEqual(parseStages("all"), undefined);
+  assert.deepEqual(parseStages("pretrain, atop"), ["pretrain", "atop"]);
+});
