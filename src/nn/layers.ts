@@ -6,6 +6,7 @@ import { mul } from "../ops/arithmetic.ts";
 import { batchNorm2d } from "../ops/batchnorm.ts";
 import { conv2d, type Conv2dOptions } from "../ops/conv2d.ts";
 import { ones, zeros } from "../ops/creation.ts";
+import { randn } from "../ops/random.ts";
 import { linear } from "../ops/matmul.ts";
 import { avgPool2d, globalAvgPool2d, maxPool2d, upsampleNearest2d } from "../ops/pool.ts";
 import { flatten, split } from "../ops/shape_ops.ts";
@@ -21,6 +22,8 @@ export interface Conv2dLayerOptions {
   padding?: Pair;
   dilation?: Pair;
   bias?: boolean;
+  /** Weights from N(0, weightStd²) instead of PyTorch's default U(±1/√fan_in). */
+  weightStd?: number;
 }
 
 export class Conv2d extends Module {
@@ -37,7 +40,11 @@ export class Conv2d extends Module {
     super();
     const [kh, kw] = typeof kernelSize === "number" ? [kernelSize, kernelSize] : kernelSize;
     const bound = defaultBound(inChannels * kh * kw);
-    this.weight = this.param("weight", uniformInit([outChannels, inChannels, kh, kw], bound));
+    const shape = [outChannels, inChannels, kh, kw];
+    this.weight = this.param(
+      "weight",
+      options.weightStd === undefined ? uniformInit(shape, bound) : randn(shape, { std: options.weightStd }),
+    );
     this.bias = options.bias === false ? null : this.param("bias", uniformInit([outChannels], bound));
     this.options = { stride: options.stride, padding: options.padding, dilation: options.dilation };
   }
@@ -111,7 +118,17 @@ export class GatedConv2d extends Module {
     options: Conv2dLayerOptions = {},
   ) {
     super();
-    this.conv = this.child("conv", new Conv2d(inChannels, 2 * outChannels, kernelSize, options));
+    // Initialisation that keeps the activations' scale through a stack of gated convs: He-normal
+    // (std √(2/fan_in)) compensates ELU dropping the negative half, and a further √2 the sigmoid
+    // gate's ≈ 0.5 at init: std 2/√fan_in. With PyTorch's default uniform init every layer
+    // shrinks its input ~3×, the generator's output stops depending on its input, and L1
+    // training collapses to a constant image (measured on the coarse generator).
+    const [kh, kw] = typeof kernelSize === "number" ? [kernelSize, kernelSize] : kernelSize;
+    const weightStd = options.weightStd ?? 2 / Math.sqrt(inChannels * kh * kw);
+    this.conv = this.child(
+      "conv",
+      new Conv2d(inChannels, 2 * outChannels, kernelSize, { ...options, weightStd }),
+    );
   }
 
   forward(x: Tensor): Tensor {

@@ -45,6 +45,8 @@ export interface StudyConfig {
   classifierCheckpoint: string | null;
   /** The adversarial-training baseline (PGD-k AT of the same architecture); null: no AT row. */
   at: ClassifierConfig | null;
+  /** AT starts from the trained classifier (adversarial fine-tuning) or from scratch. */
+  atInit: "classifier" | "scratch";
   pretrain: PretrainConfig;
   /** Settings of every atop mode (the mode is set per stage). */
   atop: Omit<AtopConfig, "mode">;
@@ -114,6 +116,7 @@ interface SmallSizes {
   atEpochs: number;
   atLimit: number | null;
   atSteps: number;
+  atInit: "classifier" | "scratch";
   rt: RtConfig;
   purifier: PurifierConfig;
   gan: boolean;
@@ -158,6 +161,8 @@ function study(profile: string, s: SmallSizes): StudyConfig {
       advNorm: "linf" as const,
       advEps: s.linfEps,
       advSteps: s.atSteps,
+      // Fine-tuning a trained classifier: a gentler peak learning rate than from scratch.
+      lr: s.atInit === "classifier" ? classifier.lr / 5 : classifier.lr,
       seed: s.seed + 1,
     }
     : null;
@@ -204,6 +209,7 @@ function study(profile: string, s: SmallSizes): StudyConfig {
     classifier,
     classifierCheckpoint: null,
     at,
+    atInit: s.atInit,
     pretrain,
     atop,
     atopModes: ["fgsm-transfer", "adaptive", "clean"],
@@ -228,6 +234,7 @@ export const PROFILES: Record<string, Profile> = {
         atEpochs: 1,
         atLimit: 10000,
         atSteps: 3,
+        atInit: "classifier",
         rt: RT2_SMALL,
         purifier: { kind: "coarse", width: 8 },
         gan: false,
@@ -273,6 +280,7 @@ export const PROFILES: Record<string, Profile> = {
         atEpochs: 1,
         atLimit: 128,
         atSteps: 2,
+        atInit: "classifier",
         rt: RT2_SMALL,
         purifier: { kind: "coarse", width: 4 },
         gan: true,
@@ -319,6 +327,7 @@ export const PROFILES: Record<string, Profile> = {
         atEpochs: 15,
         atLimit: null,
         atSteps: 7,
+        atInit: "scratch",
         rt: RT2_SMALL,
         purifier: { kind: "coarse", width: 32 },
         gan: true,
@@ -366,6 +375,7 @@ export const PROFILES: Record<string, Profile> = {
         atEpochs: 100,
         atLimit: null,
         atSteps: 10,
+        atInit: "scratch",
         rt: { kind: "rt2", grid: 8, missing: 0.25, sigma: 0.25 },
         purifier: { kind: "deepfill", width: 24 },
         gan: true,

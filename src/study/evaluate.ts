@@ -85,7 +85,8 @@ export function comparisonRows(config: StudyConfig): RowSpec[] {
     purifier: null,
   }];
   if (config.at) {
-    rows.push({ key: "at", label: `AT (PGD-${config.at.advSteps})`, stage: "at", purifier: null });
+    const from = config.atInit === "classifier" ? ", fine-tuned" : "";
+    rows.push({ key: "at", label: `AT (PGD-${config.at.advSteps}${from})`, stage: "at", purifier: null });
   }
   rows.push({ key: "ap", label: "AP (pre-trained purifier)", stage: "pretrain", purifier: "pretrain" });
   const labels = {

@@ -36,6 +36,12 @@ export const STUDY_OPTIONS = {
   classifierLimit: { type: "integer", default: null, min: 1, help: "classifier training images" },
   atEpochs: { type: "integer", default: null, min: 0, help: "AT baseline epochs (0: no AT row)" },
   atSteps: { type: "integer", default: null, min: 1, help: "PGD steps of the AT baseline" },
+  atInit: {
+    type: "string",
+    default: null,
+    choices: ["classifier", "scratch"],
+    help: "AT starts from the trained classifier (adversarial fine-tuning) or from scratch",
+  },
   generator: { type: "string", default: null, choices: ["coarse", "deepfill"], help: "purifier network" },
   generatorWidth: { type: "integer", default: null, min: 1, help: "purifier base width" },
   rt: { type: "string", default: null, choices: ["rt1", "rt2", "rt3"], help: "random transform" },
@@ -125,6 +131,7 @@ export function studyConfig(values: OptionValues): StudyConfig {
       };}
   });
   set<number>(v.atSteps, (n) => c.at && (c.at.advSteps = n));
+  set<"classifier" | "scratch">(v.atInit, (x) => c.atInit = x);
   set<"coarse" | "deepfill">(v.generator, (k) => {
     c.pretrain.purifier = { kind: k };
     c.atop.purifier = c.pretrain.purifier;

@@ -136,7 +136,13 @@ export async function runStudyTraining(
 
   const classifierStage = async (stage: "classifier" | "at", c: ClassifierConfig) => {
     if (await readStageRecord(run, stage)) return true;
-    const { result, model } = await trainClassifier(stop(c), run, await runOptions(stageName(c)));
+    const initFrom = stage === "at" && config.atInit === "classifier"
+      ? classifierPath(config, run)
+      : undefined;
+    const { result, model } = await trainClassifier(stop(c), run, {
+      ...(await runOptions(stageName(c))),
+      initFrom,
+    });
     const facts = { parameters: model.parameterCount(), testAccuracy: result.testAccuracy };
     model.dispose();
     if (!result.completed) return false;

@@ -165,11 +165,18 @@ function adversarialBatch(
 export async function trainClassifier(
   config: ClassifierConfig,
   run: RunFolder,
-  options: RunOptions = {},
+  options: RunOptions & {
+    /** Start from this checkpoint's weights (e.g. adversarial fine-tuning of a trained classifier). */
+    initFrom?: string;
+  } = {},
 ): Promise<{ result: ClassifierResult; model: Module }> {
   const data = await openStageData(config);
   const { loader, test } = data;
   const model = buildClassifier(config, data.shape, data.classes.length);
+  if (options.initFrom && !options.resume) {
+    const init = await readClassifierCheckpoint(options.initFrom, config);
+    loadIntoTensors(init.weights, model.stateDict());
+  }
   const optimizer = buildOptimizer(config, model);
   const schedule = buildSchedule(config, config.epochs * loader.batchesPerEpoch, loader.batchesPerEpoch);
   const stage = stageName(config);
