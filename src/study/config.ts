@@ -260,7 +260,7 @@ export const PROFILES: Record<string, Profile> = {
           pgdSteps: 10,
           apgdSteps: 10,
           stadvSteps: 10,
-          eot: 4,
+          eot: 2,
           figureSamples: 8,
         },
         logEvery: 25,

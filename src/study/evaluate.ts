@@ -25,6 +25,7 @@ import { RandomTransform } from "../purify/transforms.ts";
 import { atopStageName } from "../train/atop.ts";
 import { loadClassifier } from "../train/classifier.ts";
 import type { RunFolder } from "../train/run_folder.ts";
+import { Progress } from "../train/progress.ts";
 import type { StudyConfig } from "./config.ts";
 import { studyClassifier, studyPurifier } from "./run.ts";
 
@@ -164,6 +165,8 @@ const COLUMN_SOURCES: Record<string, { group: Group; index: number | "clean" | "
 
 export interface EvaluateStudyOptions {
   log?: (line: string) => void;
+  /** Progress bar on a terminal (default: when stderr is a terminal). */
+  tty?: boolean;
   /** Called per row with its first examples (for the Figure-3 grid). */
   onExamples?: (row: string, examples: ExampleSet[]) => void;
 }
@@ -238,6 +241,11 @@ export async function evaluateStudy(
     const m = await rowModel(config, run, spec, host);
     const random = m.pipeline !== null;
     const warned = new Set<string>();
+    let progress: Progress | null = null;
+    const finishCall = () => {
+      progress?.done({});
+      progress = null;
+    };
     const attacks = groupAttacks(config, random);
     const common = {
       model: m.model,
@@ -250,6 +258,10 @@ export async function evaluateStudy(
       modelName: spec.label,
       datasetName: config.dataset,
       examples: e.figureSamples,
+      onProgress: (done: number, total: number, fields: Record<string, string | number>) => {
+        progress ??= new Progress(`evaluate ${spec.key}`, total, { tty: options.tty });
+        progress.update(done, fields);
+      },
       warn: (w: string) => {
         if (!warned.has(w)) log(`  note (${spec.label}): ${w}`);
         warned.add(w);
@@ -269,6 +281,7 @@ export async function evaluateStudy(
         threats: [linf],
         attacks: attacks.B,
       });
+      finishCall();
       const s = await evaluateRobustness({
         ...common,
         protocols: ["S"],

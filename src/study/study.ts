@@ -41,7 +41,11 @@ export async function runStudy(
     figureLabels = (await run.readJson<{ rows: string[] }>("figure.json")).rows;
   } else {
     const examples: Record<string, ExampleSet[]> = {};
-    comparison = await evaluateStudy(config, run, { log, onExamples: (row, sets) => examples[row] = sets });
+    comparison = await evaluateStudy(config, run, {
+      log,
+      tty: options.tty,
+      onExamples: (row, sets) => examples[row] = sets,
+    });
     await run.writeJson("comparison.json", comparison);
     figureLabels = await writeFigure(config, run, comparison, examples);
     await run.writeJson("figure.json", { rows: figureLabels });
