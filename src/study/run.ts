@@ -9,6 +9,7 @@
  */
 import { loadDataset } from "../data/by_name.ts";
 import { loadCheckpoint, loadIntoTensors } from "../io/checkpoint.ts";
+import { pathExists } from "../io/paths.ts";
 import type { Module } from "../nn/module.ts";
 import type { Purifier } from "../purify/pipeline.ts";
 import { atopStageName, fineTunePurifier } from "../train/atop.ts";
@@ -109,15 +110,6 @@ export async function studyPurifier(
   return generator;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Runs the training stages that are not complete yet; returns whether all of them completed. */
 export async function runStudyTraining(
   config: StudyConfig,
@@ -131,7 +123,7 @@ export async function runStudyTraining(
     stopAfterSteps: options.stopAfterSteps ?? null,
   });
   const runOptions = (stage: string) =>
-    exists(run.checkpointPath(stage)).then((resume) => ({ resume, log, tty: options.tty }));
+    pathExists(run.checkpointPath(stage)).then((resume) => ({ resume, log, tty: options.tty }));
   await run.create();
 
   const classifierStage = async (stage: "classifier" | "at", c: ClassifierConfig) => {

@@ -2,6 +2,7 @@
  * A run folder holds everything of one run: config.json, log.jsonl (one JSON object per
  * event), checkpoints/<stage>.safetensors, and the summary (JSON + Markdown).
  */
+import { pathExists } from "../io/paths.ts";
 import { appendJsonLine, writeJson } from "../io/report.ts";
 
 export class RunFolder {
@@ -32,14 +33,8 @@ export class RunFolder {
     await Deno.mkdir(this.path("checkpoints"), { recursive: true });
   }
 
-  async exists(name: string): Promise<boolean> {
-    try {
-      await Deno.stat(this.path(name));
-      return true;
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return false;
-      throw e;
-    }
+  exists(name: string): Promise<boolean> {
+    return pathExists(this.path(name));
   }
 
   log(event: Record<string, unknown>): Promise<void> {

@@ -3,6 +3,7 @@
  * stage and writes every report file; options and errors of the command line.
  */
 import assert from "node:assert/strict";
+import { pathExists } from "../../src/io/paths.ts";
 import { buildProfile } from "../../src/study/config.ts";
 import { parseStages, STUDY_OPTIONS, studyConfig } from "../../src/study/options.ts";
 import type { StudyReport } from "../../src/study/report.ts";
@@ -26,7 +27,7 @@ Deno.test({
     const first = await train(["--profile", "tiny", "--out", dir, "--stop-after-steps", "1"]);
     assert.equal(first.code, 0, first.stderr);
     assert.match(first.stderr, /stopped after .* continue with: deno task train --resume --out/);
-    assert.ok(!(await exists(`${dir}/stages/classifier.json`)), "the classifier stage is not complete");
+    assert.ok(!(await pathExists(`${dir}/stages/classifier.json`)), "the classifier stage is not complete");
 
     const refused = await train(["--out", dir, "--resume", "--lambda", "0.5"]);
     assert.equal(refused.code, 2);
@@ -51,7 +52,7 @@ Deno.test({
         ...stages.map((s) => `curves/${s}.png`),
       ]
     ) {
-      assert.ok(await exists(`${dir}/${file}`), `${file} written`);
+      assert.ok(await pathExists(`${dir}/${file}`), `${file} written`);
     }
     const report = JSON.parse(await Deno.readTextFile(`${dir}/report.json`)) as StudyReport;
     assert.deepEqual(report.comparison.rows.map((r) => r.key), [
@@ -85,15 +86,6 @@ Deno.test({
     assert.match(third.stderr, /evaluate: done earlier/);
   },
 });
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 Deno.test("train CLI: --help lists profiles and options; bad options give one line and exit 2", async () => {
   const help = await train(["--help"]);
