@@ -1,6 +1,6 @@
 /**
  * Public API. Layers, from the bottom: device -> tensor -> autograd -> ops -> optim -> nn ->
- * models -> data / io -> attacks -> eval / purify.
+ * models -> data / io -> attacks -> eval / purify -> train / study.
  */
 export * from "./src/device/mod.ts";
 export { Tensor } from "./src/tensor/tensor.ts";
@@ -20,3 +20,4 @@ export * from "./src/io/mod.ts";
 export * as attacks from "./src/attacks/mod.ts";
 export * from "./src/eval/mod.ts";
 export * from "./src/purify/mod.ts";
+export * from "./src/study/mod.ts";

@@ -35,3 +35,4 @@ export {
   writePng,
 } from "./png.ts";
 export { type Align, appendJsonLine, markdownTable, readJsonLines, writeJson } from "./report.ts";
+export { pathExists } from "./paths.ts";

@@ -18,3 +18,13 @@ export {
   type RtDraw,
   type RtKind,
 } from "./transforms.ts";
+export {
+  createPurifier,
+  PurifiedClassifier,
+  type Purifier,
+  type PurifierConfig,
+  type PurifierKind,
+  reconstructionLoss,
+  toSigned,
+  toUnit,
+} from "./pipeline.ts";

@@ -170,7 +170,7 @@ function stageTable(stages: StudyReport["stages"]): string {
   );
 }
 
-export function markdownReport(report: StudyReport): string {
+export function studyMarkdown(report: StudyReport): string {
   const c = report.comparison;
   const e = report.config.evaluation;
   const failed = report.sanity.filter((s) => s.passed === false);
@@ -248,6 +248,6 @@ export async function writeStudyReport(
   await Deno.mkdir(run.path("curves"), { recursive: true });
   for (const c of curves) await writePng(run.path(`curves/${c.stage}.png`), c.image);
   await run.writeJson("report.json", report);
-  await Deno.writeTextFile(run.path("report.md"), markdownReport(report));
+  await Deno.writeTextFile(run.path("report.md"), studyMarkdown(report));
   return run.path("report.md");
 }
