@@ -41,13 +41,15 @@ export function mapElements(op: string, expr: string, inputs: Tensor[], options:
   const out = output(op, shape);
   if (out.size === 0) return out;
   const broadcast = inputs.some((t) => !sameShape(t.shape, shape));
-  const source = elementwiseShader({
-    expr,
-    inputs: inputs.length as 1 | 2 | 3,
-    broadcast,
-    helpers: options.helpers,
-  });
   const [s0 = 0, s1 = 0] = options.scalars ?? [];
+  const k = inputs.length as 1 | 2 | 3;
+  if (!broadcast && out.size % 4 === 0) {
+    const source = elementwiseShader({ expr, inputs: k, broadcast, vec4: true, helpers: options.helpers });
+    const n = out.size / 4;
+    launch(op, source, [...inputs, out, params().u32(n, shape.length).f32(s0, s1)], grid1d(n));
+    return out;
+  }
+  const source = elementwiseShader({ expr, inputs: k, broadcast, helpers: options.helpers });
   const p = params().u32(out.size, shape.length).f32(s0, s1);
   p.u32(...padded(shape, 1));
   for (const t of inputs) p.u32(...padded(broadcastStrides(t.shape, shape), 0));

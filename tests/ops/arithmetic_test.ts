@@ -87,6 +87,7 @@ const SHAPE_PAIRS: [number[], number[]][] = [
   [[4, 1, 3], [5, 1]],
   [[2, 3, 5, 7], [3, 1, 1]],
   [[300], [300]], // more than one workgroup
+  [[4, 257], [4, 257]], // the vec4 path over more than one workgroup
 ];
 
 for (const b of BINARY) {

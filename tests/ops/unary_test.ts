@@ -103,7 +103,8 @@ const UNARY: UnaryCase[] = [
 ];
 
 /** Random shapes of rank 1..4, one of them with more than 256 elements (several workgroups). */
-const SHAPES = [[7], [3, 5], [2, 3, 4], [2, 3, 7, 11], [301]];
+// Sizes that are and are not multiples of 4 (vec4 and scalar kernels), > 256 vec4s.
+const SHAPES = [[7], [3, 5], [2, 3, 4], [2, 3, 7, 11], [301], [1100]];
 
 /** Uniform in [lo, hi], pushed at least `gap` away from every kink. */
 function awayFromKinks(rng: Rng, shape: number[], c: UnaryCase, gap = 0.05): Nd {
