@@ -2,14 +2,14 @@
  * Layers: modules around the ops, holding parameters with PyTorch's names and layouts
  * (Conv2d.weight [out, in, kh, kw], Linear.weight [out, in], BatchNorm2d.running_mean ...).
  */
-import { mul } from "../ops/arithmetic.ts";
 import { batchNorm2d } from "../ops/batchnorm.ts";
 import { conv2d, type Conv2dOptions } from "../ops/conv2d.ts";
 import { ones, zeros } from "../ops/creation.ts";
 import { randn } from "../ops/random.ts";
 import { linear } from "../ops/matmul.ts";
 import { avgPool2d, globalAvgPool2d, maxPool2d, upsampleNearest2d } from "../ops/pool.ts";
-import { flatten, split } from "../ops/shape_ops.ts";
+import { gatedActivation } from "../ops/gated_activation.ts";
+import { flatten } from "../ops/shape_ops.ts";
 import { elu, leakyRelu, relu, sigmoid, tanh } from "../ops/unary.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { defaultBound, uniformInit } from "./init.ts";
@@ -134,12 +134,6 @@ export class GatedConv2d extends Module {
   forward(x: Tensor): Tensor {
     return gatedActivation(this.conv.forward(x), this.outChannels);
   }
-}
-
-/** ELU(features) · sigmoid(gates), the halves of the channel dimension. */
-export function gatedActivation(y: Tensor, channels: number): Tensor {
-  const [features, gates] = split(y, [channels, channels], 1);
-  return mul(elu(features), sigmoid(gates));
 }
 
 export const ReLU = () => new Lambda("ReLU", relu);

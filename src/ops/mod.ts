@@ -14,3 +14,4 @@ export * from "./matmul.ts";
 export * from "./metrics.ts";
 export * from "./conv2d.ts";
 export * from "./grid_sample.ts";
+export * from "./gated_activation.ts";

@@ -14,7 +14,7 @@ import {
   patchKernels,
   validPatches,
 } from "../../src/models/deepfill.ts";
-import { gatedActivation } from "../../src/nn/layers.ts";
+import { gatedActivation } from "../../src/ops/gated_activation.ts";
 import { add, mul } from "../../src/ops/arithmetic.ts";
 import { conv2d } from "../../src/ops/conv2d.ts";
 import { fromArray } from "../../src/ops/creation.ts";
@@ -24,6 +24,7 @@ import { sum } from "../../src/ops/reduce.ts";
 import { tidy } from "../../src/tensor/scope.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
 import { checkOp } from "../helpers/check_op.ts";
+import { gateRef, gateRefGrad } from "../helpers/gated_reference.ts";
 import { assertClose, type Nd, nd, Rng } from "../helpers/reference.ts";
 import { gpuTest } from "../helpers/setup.ts";
 
@@ -81,36 +82,6 @@ function convRefGrad(dy: Nd, x: Nd, w: Nd, g: ConvGeometry): [Nd, Nd, Nd] {
   const [, o, ho, wo] = dy.shape;
   for (let i = 0; i < dy.data.length; i++) db.data[Math.floor(i / (ho * wo)) % o] += dy.data[i];
   return [dx, dw, db];
-}
-
-const elu = (v: number) => (v > 0 ? v : Math.exp(v) - 1);
-const sigmoid = (v: number) => 1 / (1 + Math.exp(-v));
-
-/** ELU(first half of the channels) · sigmoid(second half). */
-function gateRef(y: Nd): Nd {
-  const [n, c2, h, w] = y.shape, c = c2 / 2, plane = h * w;
-  const out = nd([n, c, h, w]);
-  for (let b = 0; b < n; b++) {
-    for (let k = 0; k < c * plane; k++) {
-      out.data[b * c * plane + k] = elu(y.data[b * c2 * plane + k]) *
-        sigmoid(y.data[(b * c2 + c) * plane + k]);
-    }
-  }
-  return out;
-}
-
-function gateRefGrad(dout: Nd, y: Nd): Nd {
-  const [n, c2, h, w] = y.shape, c = c2 / 2, plane = h * w;
-  const dy = nd(y.shape);
-  for (let b = 0; b < n; b++) {
-    for (let k = 0; k < c * plane; k++) {
-      const ia = b * c2 * plane + k, ig = (b * c2 + c) * plane + k, d = dout.data[b * c * plane + k];
-      const a = y.data[ia], s = sigmoid(y.data[ig]);
-      dy.data[ia] = d * s * (a > 0 ? 1 : Math.exp(a));
-      dy.data[ig] = d * elu(a) * s * (1 - s);
-    }
-  }
-  return dy;
 }
 
 /** Nearest ×2 upsampling cropped to [h, w]. */
