@@ -126,7 +126,7 @@ export function upsampleNearest2d(x: Tensor, scale = 2): Tensor {
   const [n, c, h, w] = x.shape;
   const out = output(op, [n, c, h * scale, w * scale]);
   if (out.size > 0) {
-    launch(op, upsampleNearestShader, [x, out, params().u32(out.size, h, w, scale)], grid1d(out.size));
+    launch(op, upsampleNearestShader, [x, out, params().u32(x.size, h, w, scale)], grid1d(x.size));
   }
   return record(op, [x], out, (dy) => {
     const dx = output(`${op}.backward`, x.shape);
