@@ -35,6 +35,12 @@ export interface SummaryRow {
   seconds: number | null;
   /** Set when the attack ran once for several threat models (StAdv): the setting it ran in. */
   reusedFrom?: string;
+  /**
+   * Per point (in evaluation order): the fraction of draws that were correct, averaged over
+   * seeds; null where a sequential suite skipped the point. Lets two rows evaluated on the same
+   * points be compared point by point (a paired test: much tighter than comparing two means).
+   */
+  perPoint: (number | null)[];
 }
 
 /** The summary row of an attack label in a setting (matched by value: results may be reloaded JSON). */
@@ -97,6 +103,18 @@ export function summarize(result: EvalResult): SummaryRow[] {
         const outs = run.points.map(pick).filter((o): o is Outcome => o !== null);
         return { n: outs.length, ...accuracies(outs, draws) };
       });
+      // Per point position, its outcome in every seed (a missing or skipped one makes it null).
+      const byPosition = new Map<number, (Outcome | null)[]>();
+      for (const run of s.runs) {
+        for (const p of run.points) {
+          byPosition.set(p.position, [...byPosition.get(p.position) ?? [], pick(p)]);
+        }
+      }
+      const perPoint = [...byPosition].sort((a, b) => a[0] - b[0]).map(([, outs]) =>
+        outs.length === s.runs.length && outs.every((o) => o)
+          ? outs.reduce((t, o) => t + o!.correct / draws, 0) / outs.length
+          : null
+      );
       return {
         protocol: s.protocol,
         threat: s.threat,
@@ -106,6 +124,7 @@ export function summarize(result: EvalResult): SummaryRow[] {
         singleDraw: stat(perSeed.map((p) => p.single)),
         majority: stat(perSeed.map((p) => p.majority)),
         seconds,
+        perPoint,
       };
     };
     rows.push(row("clean", "clean", (p) => p.clean, null));

@@ -44,6 +44,29 @@ export function noiseTolerance(a: number, b: number, n: number): number {
   return 2 * Math.sqrt((a * (1 - a) + b * (1 - b)) / Math.max(n, 1)) + 1 / Math.max(n, 1);
 }
 
+/**
+ * Paired comparison of two rows evaluated on the same points: per point the difference of the
+ * fractions correct, its mean, and the noise tolerance 2·sd/√n (+ 1/n for the discreteness of
+ * a count). Points skipped in either row (null) are left out. Much tighter than
+ * `noiseTolerance` when the two rows fail on mostly the same points, as defences that share a
+ * classifier do.
+ */
+export function pairedDifference(
+  a: readonly (number | null)[],
+  b: readonly (number | null)[],
+): { diff: number; tolerance: number; n: number } {
+  const d: number[] = [];
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    const [x, y] = [a[i], b[i]];
+    if (x !== null && y !== null) d.push(x - y);
+  }
+  const n = d.length;
+  if (n === 0) return { diff: NaN, tolerance: NaN, n };
+  const mean = d.reduce((s, v) => s + v, 0) / n;
+  const variance = n > 1 ? d.reduce((s, v) => s + (v - mean) ** 2, 0) / (n - 1) : 0;
+  return { diff: mean, tolerance: 2 * Math.sqrt(variance / n) + 1 / n, n };
+}
+
 const pct = (v: number) => `${(100 * v).toFixed(1)} %`;
 
 // ---------------------------------------------------------------------------------------------

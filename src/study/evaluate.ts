@@ -47,6 +47,11 @@ export interface Cell {
   n: number;
   /** Attack seconds per seed (null for clean and worst-case columns). */
   seconds: number | null;
+  /**
+   * Per evaluation point: fraction of draws correct, mean over seeds (for paired comparisons;
+   * absent in comparison.json files written before it existed).
+   */
+  perPoint?: (number | null)[];
 }
 
 export interface RowResult {
@@ -218,7 +223,13 @@ async function rowModel(
 function cellOf(result: EvalResult, threat: ThreatModel, label: string, protocol: "B" | "S"): Cell {
   const row = findRow(result, { protocol, threat }, label);
   if (!row) throw new Error(`evaluate: no summary row '${label}' (${protocol}) in the result`);
-  return { singleDraw: row.singleDraw, majority: row.majority, n: row.n, seconds: row.seconds };
+  return {
+    singleDraw: row.singleDraw,
+    majority: row.majority,
+    n: row.n,
+    seconds: row.seconds,
+    perPoint: row.perPoint,
+  };
 }
 
 /** Runs the comparison; `rows` limits it to some row keys (default all). */

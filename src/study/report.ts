@@ -7,7 +7,7 @@
  */
 import { type Image, lineChart, writePng } from "../io/png.ts";
 import { markdownTable } from "../io/report.ts";
-import { noiseTolerance } from "../eval/sanity.ts";
+import { noiseTolerance, pairedDifference } from "../eval/sanity.ts";
 import type { RunFolder } from "../train/run_folder.ts";
 import type { StudyConfig } from "./config.ts";
 import type { Cell, Comparison, RowResult } from "./evaluate.ts";
@@ -47,17 +47,24 @@ export function formatCell(c: Cell): string {
     : pct(c.singleDraw.mean);
 }
 
-/** "A > B" (strict: beyond noise) or "A ≥ B" (holds unless B is above A beyond noise). */
+/**
+ * "A > B" (strict: beyond noise) or "A ≥ B" (holds unless B is above A beyond noise). Rows share
+ * their evaluation points, so the noise is that of the per-point differences (a paired test);
+ * cells without per-point data (older comparison.json files) fall back to two independent means.
+ */
 function compare(claim: string, a: Cell, b: Cell, kind: ">" | ">=", names: [string, string]): Finding {
-  const n = Math.min(a.n, b.n);
-  const diff = a.singleDraw.mean - b.singleDraw.mean;
-  const tol = noiseTolerance(a.singleDraw.mean, b.singleDraw.mean, n);
+  const paired = a.perPoint && b.perPoint ? pairedDifference(a.perPoint, b.perPoint) : null;
+  const n = paired?.n ?? Math.min(a.n, b.n);
+  const diff = paired?.diff ?? a.singleDraw.mean - b.singleDraw.mean;
+  const tol = paired?.tolerance ?? noiseTolerance(a.singleDraw.mean, b.singleDraw.mean, n);
   const holds = kind === ">" ? (diff > tol ? true : diff < -tol ? false : null) : diff >= -tol;
   return {
     claim,
     holds,
     detail: `${names[0]} ${pct(a.singleDraw.mean)} % vs ${names[1]} ${pct(b.singleDraw.mean)} % ` +
-      `(difference ${diff >= 0 ? "+" : ""}${pct(diff)} points, noise ±${pct(tol)} on n = ${n})`,
+      `(difference ${diff >= 0 ? "+" : ""}${pct(diff)} points, noise ±${pct(tol)} ${
+        paired ? "paired " : ""
+      }on n = ${n})`,
   };
 }
 
