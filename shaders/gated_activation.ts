@@ -15,59 +15,49 @@
  */
 import { flatIndex, WORKGROUP_1D } from "./common.ts";
 
-const header = (vec4: boolean) => {
+/**
+ * One kernel of the pair: `bindings` (storage buffers of element type T, then the Params
+ * uniform), and a `body` run per output unit i with ia / ib, the indices of its feature and gate.
+ */
+function gatedKernel(vec4: boolean, bindings: string[], body: string): string {
   const T = vec4 ? "vec4<f32>" : "f32";
+  const declarations = bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b}: array<${T}>;`);
   return /* wgsl */ `
 ${flatIndex}
 // units: elements of the output (vec4s when vec4); plane: units per (n, c); channels: C.
 struct Params { units: u32, plane: u32, channels: u32, _pad: u32 }
+${declarations.join("\n")}
+@group(0) @binding(${bindings.length}) var<uniform> p: Params;
 
 fn elu(a: ${T}) -> ${T} { return select(exp(a) - 1.0, a, a > ${T}(0.0)); }
 // 1 / (1 + e^-b): e^-b = inf saturates to 0, not NaN.
 fn sigmoid(b: ${T}) -> ${T} { return 1.0 / (1.0 + exp(-b)); }
-// Index of the feature a of output unit i; its gate b is one half (channels planes) further.
-fn feature_index(i: u32) -> u32 {
-  let half = p.channels * p.plane;
-  return (i / half) * 2u * half + i % half;
-}`;
-};
-
-export function gatedActivationShader(vec4: boolean): string {
-  const T = vec4 ? "vec4<f32>" : "f32";
-  return /* wgsl */ `
-@group(0) @binding(0) var<storage, read> y: array<${T}>;
-@group(0) @binding(1) var<storage, read_write> out: array<${T}>;
-@group(0) @binding(2) var<uniform> p: Params;
-${header(vec4)}
 
 @compute @workgroup_size(${WORKGROUP_1D})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = flat_index(gid, nwg);
   if (i >= p.units) { return; }
-  let ia = feature_index(i);
-  out[i] = elu(y[ia]) * sigmoid(y[ia + p.channels * p.plane]);
+  // Unit i of the output is (n, c, q): its feature is y[n, c, q], its gate C planes further.
+  let half = p.channels * p.plane;
+  let ia = (i / half) * 2u * half + i % half;
+  let ib = ia + half;
+  ${body}
 }`;
+}
+
+export function gatedActivationShader(vec4: boolean): string {
+  return gatedKernel(vec4, ["read> y", "read_write> out"], "out[i] = elu(y[ia]) * sigmoid(y[ib]);");
 }
 
 export function gatedActivationBackwardShader(vec4: boolean): string {
   const T = vec4 ? "vec4<f32>" : "f32";
-  return /* wgsl */ `
-@group(0) @binding(0) var<storage, read> y: array<${T}>;
-@group(0) @binding(1) var<storage, read> dout: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> dy: array<${T}>;
-@group(0) @binding(3) var<uniform> p: Params;
-${header(vec4)}
-
-@compute @workgroup_size(${WORKGROUP_1D})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat_index(gid, nwg);
-  if (i >= p.units) { return; }
-  let ia = feature_index(i);
-  let ib = ia + p.channels * p.plane;
-  let a = y[ia];
+  return gatedKernel(
+    vec4,
+    ["read> y", "read> dout", "read_write> dy"],
+    /* wgsl */ `let a = y[ia];
   let s = sigmoid(y[ib]);
   let g = dout[i];
   dy[ia] = g * s * select(exp(a), ${T}(1.0), a > ${T}(0.0));
-  dy[ib] = g * elu(a) * s * (1.0 - s);
-}`;
+  dy[ib] = g * elu(a) * s * (1.0 - s);`,
+  );
 }
