@@ -93,24 +93,42 @@ function shaderId(source: string): string {
   return (h >>> 0).toString(16).padStart(8, "0").slice(0, 6);
 }
 
-/** Mean ms of `repeat` back-to-back runs of one dispatch, after one warm-up, between two syncs. */
-async function replay(r: Recorded, repeat: number): Promise<number> {
+/**
+ * The cost of one sync with nothing to wait for (Deno's onSubmittedWorkDone polls: ~10 ms on
+ * lavapipe). It is subtracted from every replay, or each dispatch would carry floor/repeat ms.
+ */
+async function syncFloor(): Promise<number> {
+  let best = Infinity;
+  for (let i = 0; i < 8; i++) {
+    const start = performance.now();
+    await gpu.sync();
+    best = Math.min(best, performance.now() - start);
+  }
+  return best;
+}
+
+/**
+ * Mean ms of `repeat` back-to-back runs of one dispatch, after one warm-up, between two syncs,
+ * less the sync floor.
+ */
+async function replay(r: Recorded, repeat: number, floor: number): Promise<number> {
   dispatch(r.op, r.source, r.bindings, r.workgroups, r.entryPoint);
   await gpu.sync();
   const start = performance.now();
   for (let i = 0; i < repeat; i++) dispatch(r.op, r.source, r.bindings, r.workgroups, r.entryPoint);
   await gpu.sync();
-  return (performance.now() - start) / repeat;
+  return Math.max(0, performance.now() - start - floor) / repeat;
 }
 
 const repeat = Number(values.repeat);
+const floor = await syncFloor();
 const rows: { op: string; shader: string; grid: string; ms: number }[] = [];
 for (const r of recorded) {
   rows.push({
     op: r.op,
     shader: shaderId(r.source),
     grid: r.workgroups.join("x"),
-    ms: await replay(r, repeat),
+    ms: await replay(r, repeat, floor),
   });
 }
 
@@ -127,7 +145,7 @@ console.log(
     stepMs.toFixed(1)
   } ms ` +
     `(${(batch / stepMs * 1000).toFixed(0)} images/s), ${recorded.length} dispatches; ` +
-    `replayed one by one they sum to ${total.toFixed(1)} ms`,
+    `replayed one by one they sum to ${total.toFixed(1)} ms (sync floor ${floor.toFixed(1)} ms subtracted)`,
 );
 console.log("\nby op label:");
 for (const [op, e] of [...byOp].sort((a, b) => b[1].ms - a[1].ms)) {

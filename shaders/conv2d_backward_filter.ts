@@ -148,7 +148,7 @@ export function filterGradientShader(s: FilterGradSpec): string {
 struct Params {
   batch: u32, in_c: u32, in_h: u32, in_w: u32,
   out_c: u32, out_h: u32, out_w: u32, co_blocks: u32,
-  lanes: u32, rows_per_split: u32, total_rows: u32, _pad0: u32,
+  lanes: u32, rows_per_split: u32, total_rows: u32, invocations: u32,
 }
 @group(0) @binding(0) var<storage, read> ${s.vec4X ? "x4: array<vec4<f32>>" : "x: array<f32>"};
 @group(0) @binding(1) var<storage, read> ${s.vec4Dy ? "dy4: array<vec4<f32>>" : "dy: array<f32>"};
@@ -157,13 +157,20 @@ struct Params {
 
 // ${s.coTile} output channels x ${s.ciTile} input channels x ${T} taps per invocation.
 @compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let flat = wid.x * ${WG}u + lid.x;
-  // Spare invocations compute a clamped block and skip the stores (all lanes stay active).
-  let lane = min(flat, p.lanes - 1u);
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) groups: vec3<u32>,
+  @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+  // One invocation per (channel block, split), flattened so that a SIMD group stays full
+  // even when there are fewer channel blocks than lanes. Spare invocations compute a clamped
+  // block and skip the stores (all lanes stay active).
+  let flat = (wid.x + wid.y * groups.x) * ${WG}u + lid.x;
+  let slot = min(flat, p.invocations - 1u);
+  let lane = slot % p.lanes;
   let co0 = (lane % p.co_blocks) * ${s.coTile}u;
   let ci0 = (lane / p.co_blocks) * ${s.ciTile}u;
-  let split = wid.y;
+  let split = slot / p.lanes;
   let row_begin = split * p.rows_per_split;
   let row_end = min(p.total_rows, row_begin + p.rows_per_split);
   ${decls.join(" ")}
@@ -175,7 +182,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       ${perStep}
     }
   }
-  if (flat < p.lanes) {
+  if (flat < p.invocations) {
     ${stores}
   }
 }`;

@@ -284,6 +284,7 @@ function runDirect(
       taps: pass.taps,
       tapCount,
       vec4: inW % 4 === 0,
+      vec4Store: outW % 4 === 0 && pass.qW === outW && pass.stepX === 1 && pass.offX === 0,
       bias: bias !== undefined,
     });
     const tilesX = Math.ceil(pass.qW / pxTile), tilesY = Math.ceil(pass.qH / pyTile);
@@ -381,12 +382,17 @@ function filterTiles(g: Conv2dGeometry): { coTile: number; ciTile: number } {
 }
 
 /**
- * Splits of the position reduction: enough workgroups to keep every core busy, and at most
- * `filterPositionsPerSplit` positions summed in sequence by one invocation.
+ * Splits of the position reduction: at least 256 invocations (channel blocks x splits, 32
+ * SIMD groups) to keep every core busy, and at most `filterPositionsPerSplit` positions
+ * summed in sequence by one invocation.
  */
-function splitRows(totalRows: number, rowLength: number, groups: number) {
+function splitRows(totalRows: number, rowLength: number, lanes: number) {
   const rowsCap = Math.max(1, Math.floor(CONV_TUNING.filterPositionsPerSplit / rowLength));
-  const wanted = Math.min(totalRows, Math.max(Math.ceil(32 / groups), Math.ceil(totalRows / rowsCap)));
+  const minInvocations = 256;
+  const wanted = Math.min(
+    totalRows,
+    Math.max(Math.ceil(minInvocations / lanes), Math.ceil(totalRows / rowsCap)),
+  );
   const rowsPerSplit = Math.ceil(totalRows / wanted);
   return { splits: Math.ceil(totalRows / rowsPerSplit), rowsPerSplit };
 }
@@ -408,14 +414,15 @@ function backwardFilterDirect(op: string, x: Tensor, dy: Tensor, dw: Tensor, g: 
   });
   const coBlocks = Math.ceil(g.outC / coTile);
   const lanes = coBlocks * Math.ceil(g.inC / ciTile);
-  const groups = Math.ceil(lanes / CONV_TUNING.filterWorkgroup);
   const totalRows = g.batch * g.outH;
-  const { splits, rowsPerSplit } = splitRows(totalRows, g.outW, groups);
+  const { splits, rowsPerSplit } = splitRows(totalRows, g.outW, lanes);
+  const invocations = lanes * splits;
   const p = params()
     .u32(g.batch, g.inC, g.inH, g.inW)
     .u32(g.outC, g.outH, g.outW, coBlocks)
-    .u32(lanes, rowsPerSplit, totalRows, 0);
-  reduceSplits(op, dw, splits, (partial) => launch(op, source, [x, dy, partial, p], [groups, splits]));
+    .u32(lanes, rowsPerSplit, totalRows, invocations);
+  const grid = grid1d(invocations, CONV_TUNING.filterWorkgroup);
+  reduceSplits(op, dw, splits, (partial) => launch(op, source, [x, dy, partial, p], grid));
 }
 
 /** Runs `produce` into dw directly (one split) or into partials summed into dw. */
