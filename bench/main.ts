@@ -1,7 +1,7 @@
 /**
  * `deno task bench`: our kernels and a ResNet-8 training step, side by side with TensorFlow.js
  * (WebGPU backend) on the same adapter, and with PyTorch on the CPU when a Python with torch is
- * here (bench/peers/pytorch.ts), as ratios. Writes bench/RESULTS.md.
+ * here (bench/peers/pytorch.ts), as ratios. Writes bench/RESULTS.md, keeping its "## Notes" section.
  *
  * Options: `--no-peer` (skip tfjs), `--no-pytorch`, `--only <substring>` (repeatable), `--out <path>`.
  */
@@ -100,8 +100,20 @@ Produced by \`${command}\` on ${new Date().toISOString().slice(0, 10)}.
 
 ${table}
 `;
+/** The hand-written "## Notes" section of the previous report, kept across regenerations. */
+async function previousNotes(path: string): Promise<string> {
+  try {
+    const text = await Deno.readTextFile(path);
+    const at = text.indexOf("\n## Notes");
+    return at >= 0 ? text.slice(at) : "";
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return "";
+    throw e;
+  }
+}
+
 if (values.only!.length === 0 && !values["no-peer"]) {
-  await Deno.writeTextFile(values.out!, report);
+  await Deno.writeTextFile(values.out!, report + (await previousNotes(values.out!)));
   log(`wrote ${values.out}`);
 } else {
   log("(partial run: bench/RESULTS.md not rewritten)");

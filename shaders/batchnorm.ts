@@ -26,6 +26,7 @@
  *          a tree reduction in workgroup memory, one partial per workgroup.
  */
 import { wgsl } from "wgsl-preprocessor";
+import { memoizeShader } from "./common.ts";
 
 export type BatchNormVariant = "cpu" | "gpu";
 
@@ -90,7 +91,9 @@ export interface ChannelSumsSpec {
  * "stats" sums deviations from K = the channel's first element instead of raw x: then
  * var = Σ(x−K)²/M − (Σ(x−K)/M)² does not lose digits to cancellation when |mean| >> std.
  */
-export function channelSumsShader(spec: ChannelSumsSpec): string {
+export const channelSumsShader = memoizeShader(generateChannelSumsShader);
+
+function generateChannelSumsShader(spec: ChannelSumsSpec): string {
   const wg = REDUCE_WORKGROUP[spec.variant];
   const grad = spec.kind === "grad";
   const relu = grad && (spec.relu ?? false);
@@ -310,7 +313,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
  * y = (x − mean)·(invstd·gamma) + beta per unit, optionally max(y, 0).
  * Bindings: x, stats, gamma, beta, y, params.
  */
-export function normalizeShader(spec: StreamSpec, relu: boolean): string {
+export const normalizeShader = memoizeShader(generateNormalizeShader);
+
+function generateNormalizeShader(spec: StreamSpec, relu: boolean): string {
   return wgsl`
 ${unitType(spec.vec4)}
 ${affine}
@@ -349,7 +354,9 @@ ${streamMain(spec)}`;
  * in order), and in training the two means the data gradient needs: coef[c] = (Σdy/M, Σdy·x̂/M).
  * Bindings: partials, dgamma, dbeta, [coef], params.
  */
-export function batchNormBackwardFinalizeShader(training: boolean): string {
+export const batchNormBackwardFinalizeShader = memoizeShader(generateBatchNormBackwardFinalizeShader);
+
+function generateBatchNormBackwardFinalizeShader(training: boolean): string {
   return wgsl`
 struct Params { channels: u32, parts: u32, count: f32 }
 @group(0) @binding(0) var<storage, read> partials: array<vec2<f32>>;
@@ -381,7 +388,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
  * (the statistics are constants). With ReLU, dy is first masked by y > 0.
  * Bindings: [x], dy, stats, gamma, [beta], [coef], dx, params (x only when training or ReLU).
  */
-export function batchNormBackwardDataShader(spec: StreamSpec, training: boolean, relu: boolean): string {
+export const batchNormBackwardDataShader = memoizeShader(generateBatchNormBackwardDataShader);
+
+function generateBatchNormBackwardDataShader(spec: StreamSpec, training: boolean, relu: boolean): string {
   const needsX = training || relu;
   let b = 0;
   const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;

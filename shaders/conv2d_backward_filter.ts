@@ -15,6 +15,7 @@
  */
 import type { Tap } from "./conv2d_forward.ts";
 import { CONV_TUNING, tiledGemmShader } from "./conv2d_forward.ts";
+import { memoizeShader } from "./common.ts";
 
 export interface FilterGradSpec {
   coTile: number;
@@ -36,7 +37,9 @@ const distinct = (values: number[]) => [...new Set(values)].sort((a, b) => a - b
 const floorDiv = (a: number, b: number) => Math.floor(a / b);
 const mod = (a: number, b: number) => ((a % b) + b) % b;
 
-export function filterGradientShader(s: FilterGradSpec): string {
+export const filterGradientShader = memoizeShader(generateFilterGradientShader);
+
+function generateFilterGradientShader(s: FilterGradSpec): string {
   const WG = CONV_TUNING.filterWorkgroup;
   const T = s.taps.length;
   const rows = distinct(s.taps.map((t) => t.row));

@@ -18,6 +18,7 @@
  *   operands are gathered by index functions (im2col computed inside the tile load). The
  *   forward pass, the data gradient and the filter gradient are three index mappings of it.
  */
+import { memoizeShader } from "./common.ts";
 
 /** Every tunable of the conv kernels in one place. */
 export const CONV_TUNING = {
@@ -102,7 +103,9 @@ const mod = (a: number, b: number) => ((a % b) + b) % b;
 /** WGSL name fragment for a possibly negative offset. */
 const tag = (v: number) => (v < 0 ? `m${-v}` : `${v}`);
 
-export function directConvShader(s: DirectConvSpec): string {
+export const directConvShader = memoizeShader(generateDirectConvShader);
+
+function generateDirectConvShader(s: DirectConvSpec): string {
   const WG = CONV_TUNING.directWorkgroup;
   const V = s.coTile / 4;
   const rows = distinct(

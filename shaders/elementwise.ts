@@ -11,7 +11,7 @@
  * quarter of the accesses (measured ~2x faster on large tensors).
  */
 import { wgsl } from "wgsl-preprocessor";
-import { flatIndex, WORKGROUP_1D } from "./common.ts";
+import { flatIndex, memoizeShader, WORKGROUP_1D } from "./common.ts";
 
 /** Largest rank the broadcasting path supports. */
 export const MAX_RANK = 8;
@@ -29,7 +29,9 @@ export interface ElementwiseSpec {
 
 const NAMES = ["a", "b", "c"];
 
-export function elementwiseShader(spec: ElementwiseSpec): string {
+export const elementwiseShader = memoizeShader(generateElementwiseShader);
+
+function generateElementwiseShader(spec: ElementwiseSpec): string {
   if (spec.vec4) {
     if (spec.broadcast) throw new Error("elementwiseShader: vec4 needs same-shape inputs");
     return elementwiseVec4Shader(spec);

@@ -15,7 +15,7 @@
  * so no exp() ever sees a positive argument.
  */
 import { wgsl } from "wgsl-preprocessor";
-import { flatIndex, WORKGROUP_1D } from "./common.ts";
+import { flatIndex, memoizeShader, WORKGROUP_1D } from "./common.ts";
 
 export type RowVariant = "thread" | "workgroup";
 
@@ -109,7 +109,9 @@ const rowLogSumExp = /* wgsl */ `
   let log_s = log(row_sum(s, lane));`;
 
 /** y = log softmax(x) along the rows: y_j = (x_j - m) - log sum exp(x - m). */
-export function logSoftmaxShader(variant: RowVariant): string {
+export const logSoftmaxShader = memoizeShader(generateLogSoftmaxShader);
+
+function generateLogSoftmaxShader(variant: RowVariant): string {
   return /* wgsl */ `
 ${rowPrelude(variant)}
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -128,7 +130,9 @@ ${rowLogSumExp}
  * Backward of log-softmax from its output y: dx_j = dy_j - softmax_j * sum_k dy_k, with
  * softmax_j = exp(y_j).
  */
-export function logSoftmaxBackwardShader(variant: RowVariant): string {
+export const logSoftmaxBackwardShader = memoizeShader(generateLogSoftmaxBackwardShader);
+
+function generateLogSoftmaxBackwardShader(variant: RowVariant): string {
   return /* wgsl */ `
 ${rowPrelude(variant)}
 @group(0) @binding(0) var<storage, read> y: array<f32>;
@@ -153,7 +157,9 @@ ${rowMain(variant)}
  * Also writes each row's (m, log_s) to `stats` [N, 2] for the backward pass.
  * A label outside [0, K) gives a NaN loss; x is then never indexed with it.
  */
-export function crossEntropyShader(variant: RowVariant): string {
+export const crossEntropyShader = memoizeShader(generateCrossEntropyShader);
+
+function generateCrossEntropyShader(variant: RowVariant): string {
   return /* wgsl */ `
 ${rowPrelude(variant)}
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -229,7 +235,9 @@ const DERIVATIVE: Record<Exclude<PointwiseLoss, "identity">, string> = {
  * first pass writes G partial sums and a second (term "identity") adds them. The order of
  * additions depends only on n and G, so the result is deterministic (no atomics).
  */
-export function sumShader(term: PointwiseLoss): string {
+export const sumShader = memoizeShader(generateSumShader);
+
+function generateSumShader(term: PointwiseLoss): string {
   const pair = term !== "identity";
   return wgsl`
 struct Params { n: u32, scale: f32 }
@@ -267,7 +275,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
  * Gradient of a pointwise loss with respect to a: out[i] = d term / da * dy[i * dy_stride] * scale.
  * dy_stride is 0 for a reduced loss, 1 for "none"; the gradient for b is the same with -scale.
  */
-export function pointwiseLossBackwardShader(term: Exclude<PointwiseLoss, "identity">): string {
+export const pointwiseLossBackwardShader = memoizeShader(generatePointwiseLossBackwardShader);
+
+function generatePointwiseLossBackwardShader(term: Exclude<PointwiseLoss, "identity">): string {
   return /* wgsl */ `
 ${flatIndex}
 struct Params { n: u32, dy_stride: u32, scale: f32 }

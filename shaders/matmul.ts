@@ -28,6 +28,7 @@
  * A batch of matrices is the z dimension of the grid; matrix b starts at b * stride.
  */
 import { wgsl } from "wgsl-preprocessor";
+import { memoizeShader } from "./common.ts";
 
 export type MatmulVariant = "cpu" | "gpu";
 
@@ -103,7 +104,9 @@ function bindings(spec: MatmulSpec): string {
 `;
 }
 
-export function matmulShader(spec: MatmulSpec): string {
+export const matmulShader = memoizeShader(generateMatmulShader);
+
+function generateMatmulShader(spec: MatmulSpec): string {
   return spec.variant === "cpu" ? cpuShader(spec) : gpuShader(spec);
 }
 

@@ -9,7 +9,7 @@
  * first-step flag) comes from the uniform block, so every step reuses the same pipeline.
  */
 import { wgsl } from "wgsl-preprocessor";
-import { flatIndex, WORKGROUP_1D } from "./common.ts";
+import { flatIndex, memoizeShader, WORKGROUP_1D } from "./common.ts";
 
 export interface SgdSpec {
   momentum: boolean;
@@ -24,7 +24,9 @@ export interface SgdSpec {
  *   d = d + momentum * buf (Nesterov) or buf
  *   p = p - lr * d
  */
-export function sgdShader(spec: SgdSpec): string {
+export const sgdShader = memoizeShader(generateSgdShader);
+
+function generateSgdShader(spec: SgdSpec): string {
   const paramsBinding = spec.momentum ? 3 : 2;
   return wgsl`
 ${flatIndex}
@@ -79,7 +81,9 @@ export interface AdamSpec {
  *   p = p - step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps),  step_size = lr / (1 - beta1^t)
  * The bias corrections depend on t, so the host computes them each step (uniforms).
  */
-export function adamShader(spec: AdamSpec): string {
+export const adamShader = memoizeShader(generateAdamShader);
+
+function generateAdamShader(spec: AdamSpec): string {
   return wgsl`
 ${flatIndex}
 struct Params {

@@ -9,7 +9,7 @@
  * windows oh = ceil((ih + p − k + 1) / s) .. floor((ih + p) / s), clamped to the output.
  */
 import { wgsl } from "wgsl-preprocessor";
-import { flatIndex, WORKGROUP_1D } from "./common.ts";
+import { flatIndex, memoizeShader, WORKGROUP_1D } from "./common.ts";
 
 export type PoolKind = "max" | "avg";
 
@@ -27,7 +27,9 @@ struct Params {
  * its plane; the first maximum in row-major order on ties; NaN wins, as in PyTorch) when
  * `withIndices`, for the backward. Bindings: x, out, [indices], params.
  */
-export function pool2dShader(kind: PoolKind, withIndices: boolean): string {
+export const pool2dShader = memoizeShader(generatePool2dShader);
+
+function generatePool2dShader(kind: PoolKind, withIndices: boolean): string {
   const max = kind === "max";
   return wgsl`
 ${flatIndex}
@@ -95,7 +97,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
  * Backward, one invocation per input element: sums dy over the windows that cover it
  * (max: only those whose argmax it is; avg: each times 1/k²). Bindings: dy, [indices], dx, params.
  */
-export function pool2dBackwardShader(kind: PoolKind): string {
+export const pool2dBackwardShader = memoizeShader(generatePool2dBackwardShader);
+
+function generatePool2dBackwardShader(kind: PoolKind): string {
   const max = kind === "max";
   return wgsl`
 ${flatIndex}

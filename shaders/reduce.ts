@@ -19,7 +19,7 @@
  * Both are deterministic: the order of additions depends only on the shapes, never on timing
  * (no atomics).
  */
-import { flatIndex, WORKGROUP_1D } from "./common.ts";
+import { flatIndex, memoizeShader, WORKGROUP_1D } from "./common.ts";
 
 export const REDUCE_MAX_RANK = 8;
 
@@ -104,7 +104,9 @@ fn store_value(acc: f32) -> f32 { return ${transform.store ?? "acc"}; }`;
  * reduction; with several, a second launch reduces the chunks' partial results. No workgroup
  * memory or barriers: the fast shape on CPU adapters, where each lane streams its own range.
  */
-export function reduceShader(kind: ReduceKind, transform: ReduceTransform = {}): string {
+export const reduceShader = memoizeShader(generateReduceShader);
+
+function generateReduceShader(kind: ReduceKind, transform: ReduceTransform = {}): string {
   return /* wgsl */ `
 ${flatIndex}
 ${header}
@@ -141,7 +143,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
  * g / chunks, reduced elements [c * chunk_len, (c + 1) * chunk_len) with c = g % chunks;
  * lane t takes elements t, t + groupSize, ... of the chunk. Writes out[g].
  */
-export function reduceTreeShader(
+export const reduceTreeShader = memoizeShader(generateReduceTreeShader);
+
+function generateReduceTreeShader(
   kind: ReduceKind,
   groupSize: number,
   transform: ReduceTransform = {},

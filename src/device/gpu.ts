@@ -129,7 +129,7 @@ export class Gpu {
     entryPoint = "main",
   ): void {
     if (this.#lost) throw this.#lost;
-    const pipeline = this.pipelines.get(op, source, entryPoint);
+    const { pipeline, layout } = this.pipelines.get(op, source, entryPoint);
     const entries: GPUBindGroupEntry[] = bindings.map((b, binding) => {
       if (b instanceof GPUBuffer) return { binding, resource: { buffer: b } };
       if ("buffer" in b) {
@@ -139,7 +139,7 @@ export class Gpu {
     });
     const bindGroup = this.device.createBindGroup({
       label: op,
-      layout: pipeline.getBindGroupLayout(0),
+      layout,
       entries,
     });
     const [x, y = 1, z = 1] = workgroups;

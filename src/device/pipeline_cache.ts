@@ -1,31 +1,46 @@
 /**
- * Compute pipelines cached by (shader source, entry point). Specialised shaders are generated
- * as distinct sources (sizes and flags baked in by wgsl-preprocessor), so the source is the key.
+ * Compute pipelines cached by (entry point, shader source). Specialised shaders are generated
+ * as distinct sources (sizes and flags baked in), so the source is the key. Lookups run on every
+ * dispatch: the source string is used as the key directly (a concatenated key would be rebuilt
+ * and rehashed, O(source length), each time), and each pipeline's bind-group layout is fetched
+ * once.
  */
+export interface CachedPipeline {
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+}
+
 export class PipelineCache {
-  #pipelines = new Map<string, GPUComputePipeline>();
+  #byEntryPoint = new Map<string, Map<string, CachedPipeline>>();
   compiled = 0;
 
   constructor(private device: GPUDevice) {}
 
-  get(op: string, source: string, entryPoint = "main"): GPUComputePipeline {
-    const key = entryPoint + "\u0000" + source;
-    let pipeline = this.#pipelines.get(key);
-    if (!pipeline) {
+  get(op: string, source: string, entryPoint = "main"): CachedPipeline {
+    let bySource = this.#byEntryPoint.get(entryPoint);
+    if (!bySource) {
+      bySource = new Map();
+      this.#byEntryPoint.set(entryPoint, bySource);
+    }
+    let cached = bySource.get(source);
+    if (!cached) {
       // Labels travel into wgpu's validation messages, so a bad shader names its op.
       const module = this.device.createShaderModule({ code: source, label: op });
-      pipeline = this.device.createComputePipeline({
+      const pipeline = this.device.createComputePipeline({
         label: op,
         layout: "auto",
         compute: { module, entryPoint },
       });
-      this.#pipelines.set(key, pipeline);
+      cached = { pipeline, layout: pipeline.getBindGroupLayout(0) };
+      bySource.set(source, cached);
       this.compiled++;
     }
-    return pipeline;
+    return cached;
   }
 
   get size(): number {
-    return this.#pipelines.size;
+    let total = 0;
+    for (const bySource of this.#byEntryPoint.values()) total += bySource.size;
+    return total;
   }
 }
