@@ -26,7 +26,7 @@
  * at the end, so it can run in the same process before or after our benchmarks.
  */
 import type { BenchRow } from "../harness.ts";
-import { rate } from "../harness.ts";
+import { rate, timeCalls, type TimeOptions } from "../harness.ts";
 import { CONV, WORK } from "./workloads.ts";
 import type * as TfCore from "@tensorflow/tfjs-core";
 import type { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
@@ -34,12 +34,6 @@ import type { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 type Tf = typeof TfCore;
 type Tensor = TfCore.Tensor;
 type Tensor4D = TfCore.Tensor4D;
-
-interface TimeOptions {
-  warmup?: number;
-  iters?: number;
-  minMs?: number;
-}
 
 /**
  * Waits until all work tfjs has recorded so far has finished on the GPU: end its open compute
@@ -54,28 +48,10 @@ async function syncTfjs(tf: Tf): Promise<void> {
   await backend.device.queue.onSubmittedWorkDone();
 }
 
-/**
- * Mean ms per call of `fn`, timed like ours (bench/harness.ts `timeGpu`): warm-up calls (pipeline
- * compilation), then at least `iters` calls and at least `minMs`, syncing every 4 calls and at the
- * end. `fn` runs inside `tf.tidy`, so every tensor it makes is disposed.
- */
-async function timeTfjs(
-  tf: Tf,
-  fn: () => void,
-  { warmup = 2, iters = 5, minMs = 300 }: TimeOptions = {},
-): Promise<number> {
-  const run = () => tf.tidy(() => void fn()); // return nothing, so tidy disposes everything
-  for (let i = 0; i < warmup; i++) run();
-  await syncTfjs(tf);
-  let n = 0;
-  const start = performance.now();
-  while (n < iters || performance.now() - start < minMs) {
-    run();
-    n++;
-    if (n % 4 === 0) await syncTfjs(tf);
-  }
-  await syncTfjs(tf);
-  return (performance.now() - start) / n;
+/** Mean ms per call of `fn`, timed like ours; `fn` runs inside `tf.tidy`, so its tensors are freed. */
+function timeTfjs(tf: Tf, fn: () => void, options: TimeOptions = {}): Promise<number> {
+  // Return nothing from the tidy callback, so tidy disposes everything.
+  return timeCalls(() => tf.tidy(() => void fn()), () => syncTfjs(tf), options);
 }
 
 let loaded: Promise<Tf> | null = null;
@@ -264,7 +240,12 @@ export async function benchTfjs(options: BenchTfjsOptions = {}): Promise<BenchRo
         backwardFilter(tf.slice(x, 0, 1), tf.slice(dy, 0, 1));
       });
       await syncTfjs(tf);
-      await bench(WORK.convBackwardFilter, () => backwardFilter(x, dy), { warmup: 0, iters: 1, minMs: 0 });
+      await bench(WORK.convBackwardFilter, () => backwardFilter(x, dy), {
+        warmup: 0,
+        iters: 1,
+        minMs: 0,
+        rounds: 1,
+      });
     }
 
     // Batchnorm, training mode (batch statistics over N, H, W).
