@@ -370,10 +370,20 @@ function backwardDataDirect(op: string, dy: Tensor, w: Tensor, dx: Tensor, g: Co
   packed.scratch.dispose();
 }
 
-/** Register block of the filter-gradient kernel: ~128-160 accumulators per invocation. */
+/**
+ * Register block of the filter-gradient kernel: ~128-160 accumulators per invocation. A step
+ * loads coTile dy vectors and, with x blocks carried between steps (aligned rows, stride 1 or
+ * 2), 3·ciTile (3x3, stride 1) or 6·ciTile (stride 2) x vectors, for coTile·ciTile·taps·4 FMAs.
+ * Loads cost far more than FMAs on llvmpipe, so the block is shared between both kinds of
+ * channel: 8x2 measured 1.2x faster than 16x1 on the ResNet-8 stride-1 layers and 1.1x on the
+ * stride-2 ones. Where every x block is loaded each step (unaligned rows), x loads dominate and
+ * a block of output channels saves more.
+ */
 function filterTiles(g: Conv2dGeometry): { coTile: number; ciTile: number } {
   const taps = g.kh * g.kw;
   const budget = 160;
+  const carried = g.inW % 4 === 0 && g.strideX <= 2;
+  if (carried && 8 * 2 * taps <= budget && g.outC >= 8 && g.inC >= 2) return { coTile: 8, ciTile: 2 };
   let coTile = 16 * taps <= budget ? 16 : 8 * taps <= budget ? 8 : 4;
   coTile = Math.min(coTile, g.outC);
   let ciTile = 1;
