@@ -14,9 +14,10 @@ fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 /**
  * Memoises a shader generator by its arguments (JSON). Kernels are dispatched thousands of
- * times per epoch with a handful of distinct specialisations: building a 30 KB conv source and
- * hashing it as a pipeline-cache key on every dispatch took a quarter of a ResNet-8 training
- * step's CPU time on lavapipe. Returning the same string object lets V8 reuse its cached hash.
+ * times per epoch with a handful of distinct specialisations, so a 30 KB conv source is built
+ * once, not on every dispatch, and the same string object comes back, whose hash V8 keeps for
+ * the pipeline-cache lookup. A switch that changes the source must be an argument: one read
+ * inside the generator (an environment variable, a global) is seen only on the first call.
  */
 export function memoizeShader<Args extends unknown[]>(
   generate: (...args: Args) => string,
