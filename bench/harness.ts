@@ -33,7 +33,7 @@ export interface TimeOptions {
 }
 
 /** Calls between syncs for a call that took `probeMs` (sync included): ~250 ms of work, 4 to 64. */
-export function syncEvery(probeMs: number): number {
+function syncEvery(probeMs: number): number {
   return Math.min(64, Math.max(4, Math.ceil(250 / Math.max(probeMs, 0.1))));
 }
 

@@ -203,27 +203,18 @@ function generateDirectConvShader(s: DirectConvSpec): string {
       emit(`if (${co} < p.co_count) {`);
       emit(`  let plane_out = (n * p.out_channels + p.co_start + ${co}) * p.out_h * p.out_w;`);
       emit(`  let b = ${s.bias ? `select(bias[p.co_start + ${co}], 0.0, p.accumulate != 0u)` : "0.0"};`);
-      if (s.vec4Store) {
-        // Whole rows: a block of 4 columns is either inside the grid or past its width.
-        for (let r = 0; r < s.pyTile; r++) {
-          for (let j = 0; j < s.pxTile; j += 4) {
-            const lanes = [0, 1, 2, 3].map((k) => `acc_${r}_${j + k}_${v}[${c}]`).join(", ");
-            emit(`  if (qy_${r} < p.q_h && qx_${j} < p.q_w) {`);
-            emit(`    let o = (plane_out + y_row_${r} + qx_${j}) / 4u;`);
-            emit(`    var value = vec4<f32>(${lanes}) + b;`);
-            emit(`    if (p.accumulate != 0u) { value += y[o]; }`);
-            emit(`    y[o] = value;`);
-            emit(`  }`);
-          }
-        }
-        emit(`}`);
-        continue;
-      }
+      // vec4 stores cover whole rows: a block of 4 columns is inside the grid or past its width.
+      const width = s.vec4Store ? 4 : 1;
       for (let r = 0; r < s.pyTile; r++) {
-        for (let j = 0; j < s.pxTile; j++) {
+        for (let j = 0; j < s.pxTile; j += width) {
+          const lanes = Array.from({ length: width }, (_, k) => `acc_${r}_${j + k}_${v}[${c}]`).join(", ");
           emit(`  if (qy_${r} < p.q_h && qx_${j} < p.q_w) {`);
-          emit(`    let o = plane_out + y_row_${r} + qx_${j} * p.out_step_x + p.out_off_x;`);
-          emit(`    var value = acc_${r}_${j}_${v}[${c}] + b;`);
+          emit(
+            s.vec4Store
+              ? `    let o = (plane_out + y_row_${r} + qx_${j}) / 4u;`
+              : `    let o = plane_out + y_row_${r} + qx_${j} * p.out_step_x + p.out_off_x;`,
+          );
+          emit(`    var value = ${s.vec4Store ? `vec4<f32>(${lanes})` : lanes} + b;`);
           emit(`    if (p.accumulate != 0u) { value += y[o]; }`);
           emit(`    y[o] = value;`);
           emit(`  }`);
