@@ -53,15 +53,20 @@ function kernel(
   load: (index: string) => string,
   prologue = "",
   size = ELEMENTS,
+  seed = "gid.x",
 ): string {
   return /* wgsl */ `
 ${declaration}
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
 @compute @workgroup_size(8)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn main(
+  @builtin(global_invocation_id) gid: vec3<u32>,
+  @builtin(local_invocation_id) lid: vec3<u32>,
+  @builtin(workgroup_id) wid: vec3<u32>,
+) {
   var acc = vec4<f32>(0.0);
   ${prologue}
-  var index = (gid.x * 2654435761u) % ${size}u;
+  var index = (${seed} * 2654435761u) % ${size}u;
   for (var k = 0u; k < ${LOADS}u; k++) {
     acc += ${load("index")};
     index = (index + 17u) % ${size}u;
@@ -93,10 +98,33 @@ const variants: Variant[] = [
     resource: { buffer: storage },
   },
   {
+    // Every lane of a workgroup reads the same address (derived from workgroup_id only).
+    name: "storage, same address in the workgroup",
+    code: kernel(
+      "@group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;",
+      (i) => `src[${i}]`,
+      "",
+      ELEMENTS,
+      "wid.x",
+    ),
+    resource: { buffer: storage },
+  },
+  {
     name: "uniform",
     code: kernel(
       `@group(0) @binding(0) var<uniform> src: array<vec4<f32>, ${ELEMENTS}>;`,
       (i) => `src[${i}]`,
+    ),
+    resource: { buffer: uniform },
+  },
+  {
+    name: "uniform, same address in the workgroup",
+    code: kernel(
+      `@group(0) @binding(0) var<uniform> src: array<vec4<f32>, ${ELEMENTS}>;`,
+      (i) => `src[${i}]`,
+      "",
+      ELEMENTS,
+      "wid.x",
     ),
     resource: { buffer: uniform },
   },
@@ -162,4 +190,4 @@ for (let round = 0; round < Number(values.rounds); round++) {
     best.set(v.name, Math.min(best.get(v.name) ?? Infinity, ns));
   }
 }
-for (const [name, ns] of best) console.log(`  ${name.padEnd(10)} ${ns.toFixed(2)} ns`);
+for (const [name, ns] of best) console.log(`  ${name.padEnd(40)} ${ns.toFixed(2)} ns`);

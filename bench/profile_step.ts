@@ -9,7 +9,7 @@
  *   pipeline  one attack gradient through RT2 -> coarse generator -> classifier, the inner step
  *             of the study's evaluation (Fashion-MNIST sizes: --size 28 --channels 1 --batch 100).
  *
- *   XDG_RUNTIME_DIR=/tmp deno run -A bench/profile_step.ts [--workload train] [--model resnet8] [--top 25]
+ *   XDG_RUNTIME_DIR=/tmp deno run -A bench/profile_step.ts [--workload train] [--model resnet8] [--top 25] [--all]
  */
 import { parseArgs } from "node:util";
 import { grad, gradScope } from "../src/autograd/backward.ts";
@@ -44,6 +44,8 @@ const { values } = parseArgs({
     channels: { type: "string", default: "3" },
     repeat: { type: "string", default: "40" },
     top: { type: "string", default: "30" },
+    /** Also list every dispatch in step order. */
+    all: { type: "boolean", default: false },
   },
 });
 const batch = Number(values.batch), size = Number(values.size), inChannels = Number(values.channels);
@@ -159,4 +161,12 @@ for (const r of indexed.sort((a, b) => b.ms - a.ms).slice(0, Number(values.top))
   console.log(
     `  #${String(r.i).padStart(3)} ${r.op.padEnd(28)} ${r.shader} [${r.grid}] ${r.ms.toFixed(2)} ms`,
   );
+}
+if (values.all) {
+  console.log("\nevery dispatch, in step order:");
+  rows.forEach((r, i) => {
+    console.log(
+      `  #${String(i).padStart(3)} ${r.op.padEnd(28)} ${r.shader} [${r.grid}] ${r.ms.toFixed(2)} ms`,
+    );
+  });
 }

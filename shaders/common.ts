@@ -33,3 +33,42 @@ export function memoizeShader<Args extends unknown[]>(
     return source;
   };
 }
+
+/**
+ * Exact unsigned division by a divisor known only at run time, as a multiply by a precomputed
+ * "magic" reciprocal (Granlund & Montgomery). On llvmpipe `a / d` with a non-constant d is
+ * done lane by lane with the scalar divide (~1 ns per lane, as much as a storage load); this is
+ * a handful of vector integer operations. Valid for a < 2^31 (every tensor index here).
+ *
+ * `div_magic(a, magic)` takes the pair from `divisionMagic(d)`: m = ceil(2^k / d) with
+ * k = 31 + ceil(log2 d), so floor(a / d) = floor(a · m / 2^k) = mul_hi(a, m) >> (k − 32).
+ * d = 1 is flagged by m = 0 (its m would be 2^31 with k = 31, a shift of −1).
+ */
+export const fastDivision = /* wgsl */ `
+// High 32 bits of the 64-bit product a·b, from 16-bit halves (WGSL has no 64-bit integers).
+fn mul_hi(a: u32, b: u32) -> u32 {
+  let a0 = a & 0xffffu;
+  let a1 = a >> 16u;
+  let b0 = b & 0xffffu;
+  let b1 = b >> 16u;
+  let cross0 = a0 * b1;
+  let cross1 = a1 * b0;
+  let carry = ((a0 * b0) >> 16u) + (cross0 & 0xffffu) + (cross1 & 0xffffu);
+  return a1 * b1 + (cross0 >> 16u) + (cross1 >> 16u) + (carry >> 16u);
+}
+// floor(a / d) for a < 2^31, with magic = divisionMagic(d).
+fn div_magic(a: u32, magic: vec2<u32>) -> u32 {
+  return select(mul_hi(a, magic.x) >> magic.y, a, magic.x == 0u);
+}`;
+
+/** The [m, shift] pair `div_magic` divides by `d` with (see `fastDivision`). */
+export function divisionMagic(d: number): [number, number] {
+  if (!Number.isInteger(d) || d < 1 || d > 0x7fffffff) {
+    throw new RangeError(`divisionMagic: divisor must be an integer in [1, 2^31), got ${d}`);
+  }
+  if (d === 1) return [0, 0];
+  const log2 = Math.ceil(Math.log2(d));
+  const k = 31n + BigInt(log2);
+  const m = ((1n << k) + BigInt(d) - 1n) / BigInt(d);
+  return [Number(m), Number(k - 32n)];
+}

@@ -33,6 +33,11 @@ export interface FilterGradSpec {
   vec4X: boolean;
   /** dy rows split into whole pxStep steps (width % pxStep == 0): load them as vec4. */
   vec4Dy: boolean;
+  /**
+   * Short rows known when compiling (vec4X and vec4Dy only): the row is this many steps,
+   * unrolled, and x rows are `inW` wide; splits are then whole images (see `imageLoops`).
+   */
+  row?: { steps: number; inW: number; carryDown: boolean };
 }
 
 const tag = (v: number) => (v < 0 ? `m${-v}` : `${v}`);
@@ -74,7 +79,7 @@ function generateFilterGradientShader(s: FilterGradSpec): string {
     emit(`let plane_${i} = (n * p.in_c + min(ci0 + ${i}u, p.in_c - 1u)) * p.in_h * p.in_w;`);
   }
   // The carried blocks of the row's first step (ox = 0, so block B starts at column 4B).
-  for (let i = 0; i < s.ciTile; i++) {
+  for (let i = 0; i < (s.row ? 0 : s.ciTile); i++) {
     for (const R of rows) {
       for (const B of carried) {
         const ok = `row_ok_${tag(R)} && ${4 * B} >= 0 && ${4 * B} < i32(p.in_w)`;
@@ -156,6 +161,14 @@ function generateFilterGradientShader(s: FilterGradSpec): string {
     }
   }
   const perStep = out.splice(0).join("\n      ");
+  const loops = s.row ? imageLoops(s, s.row) : `for (var r = row_begin; r < row_end; r++) {
+    let n = r / p.out_h;
+    let oy = r % p.out_h;
+    ${perRow}
+    for (var ox = 0u; ox < p.out_w; ox += ${s.pxStep}u) {
+      ${perStep}
+    }
+  }`;
 
   const decls: string[] = [];
   for (let c = 0; c < s.coTile; c++) {
@@ -205,18 +218,98 @@ fn main(
   let row_begin = split * p.rows_per_split;
   let row_end = min(p.total_rows, row_begin + p.rows_per_split);
   ${decls.join(" ")}
-  for (var r = row_begin; r < row_end; r++) {
-    let n = r / p.out_h;
-    let oy = r % p.out_h;
-    ${perRow}
-    for (var ox = 0u; ox < p.out_w; ox += ${s.pxStep}u) {
-      ${perStep}
-    }
-  }
+  ${loops}
   if (flat < p.invocations) {
     ${stores}
   }
 }`;
+}
+
+/**
+ * Short rows (`row`): the split is whole images, walked image by image and row by row, each
+ * row's `row.steps` steps unrolled. At step j, output column 4j + jj reads x column
+ * (4j + jj)·strideX + tap.col, a constant: each x block of a row is loaded once, and blocks in
+ * the padding are never loaded. Rows are carried down too: output row oy + 1 reads x rows
+ * (oy + 1)·strideY + R, and those that row oy read already (R + strideY is a tap row) are kept
+ * in registers, so a 3x3 stride-1 conv loads one x row per output row instead of three.
+ */
+function imageLoops(s: FilterGradSpec, row: NonNullable<FilterGradSpec["row"]>): string {
+  const rows = distinct(s.taps.map((t) => t.row));
+  const carried = row.carryDown ? rows.filter((R) => rows.includes(R + s.strideY)) : [];
+  const fresh = rows.filter((R) => !carried.includes(R));
+  const valid = (col: number) => col >= 0 && col < row.inW;
+  const columns = (t: Tap) =>
+    Array.from({ length: 4 * row.steps }, (_, px) => px * s.strideX + t.col).filter(valid);
+  const blocks = distinct(s.taps.flatMap((t) => columns(t).map((col) => floorDiv(col, 4))));
+  // Names of x block b of tap row R for input channel i: carried ones are vars.
+  const name = (i: number, R: number, b: number) =>
+    carried.includes(R) ? `xr_${i}_${tag(R)}_${b}` : `xa_${i}_${tag(R)}_${b}`;
+  const load = (i: number, R: number, b: number) =>
+    `select(vec4<f32>(0.0), x4[(plane_${i} + row_${tag(R)}) / 4u + ${b}u], row_ok_${tag(R)})`;
+
+  const perImage: string[] = [];
+  for (let i = 0; i < s.ciTile; i++) {
+    perImage.push(`let plane_${i} = (n * p.in_c + min(ci0 + ${i}u, p.in_c - 1u)) * p.in_h * p.in_w;`);
+  }
+  // The carried rows of output row 0 (x row R, where R < 0 is padding).
+  for (const R of carried) {
+    perImage.push(`let row_ok_${tag(R)} = ${R} >= 0 && ${R} < i32(p.in_h);`);
+    perImage.push(`let row_${tag(R)} = u32(clamp(${R}, 0, i32(p.in_h) - 1)) * p.in_w;`);
+    for (let i = 0; i < s.ciTile; i++) {
+      for (const b of blocks) perImage.push(`var ${name(i, R, b)} = ${load(i, R, b)};`);
+    }
+  }
+
+  const perRow: string[] = [];
+  for (let c = 0; c < s.coTile; c++) {
+    perRow.push(
+      `let dy_row_${c} = ((n * p.out_c + min(co0 + ${c}u, p.out_c - 1u)) * p.out_h + oy) * p.out_w;`,
+    );
+  }
+  for (const R of fresh) {
+    perRow.push(`let iy_${tag(R)} = i32(oy * ${s.strideY}u) + ${R};`);
+    perRow.push(`let row_ok_${tag(R)} = iy_${tag(R)} >= 0 && iy_${tag(R)} < i32(p.in_h);`);
+    perRow.push(`let row_${tag(R)} = u32(clamp(iy_${tag(R)}, 0, i32(p.in_h) - 1)) * p.in_w;`);
+  }
+  const loaded = new Set<string>();
+  const use = (i: number, R: number, b: number) => {
+    const x = name(i, R, b);
+    if (!carried.includes(R) && !loaded.has(x)) {
+      loaded.add(x);
+      perRow.push(`let ${x} = ${load(i, R, b)};`);
+    }
+    return x;
+  };
+  for (let j = 0; j < row.steps; j++) {
+    for (let c = 0; c < s.coTile; c++) perRow.push(`let dq_${c}_${j} = dy4[dy_row_${c} / 4u + ${j}u];`);
+    for (let c = 0; c < s.coTile; c++) {
+      for (let i = 0; i < s.ciTile; i++) {
+        s.taps.forEach((t, k) => {
+          const terms: string[] = [];
+          for (let jj = 0; jj < 4; jj++) {
+            const col = (4 * j + jj) * s.strideX + t.col;
+            if (!valid(col)) continue;
+            terms.push(`a = fma(dq_${c}_${j}[${jj}], ${use(i, t.row, floorDiv(col, 4))}[${col % 4}], a);`);
+          }
+          if (terms.length === 0) return;
+          perRow.push(`{ var a = acc_${c}_${i}_${k}; ${terms.join(" ")} acc_${c}_${i}_${k} = a; }`);
+        });
+      }
+    }
+  }
+  // Carry down: row R of the next output row is row R + strideY of this one (ascending, so each
+  // carried value is read before it is overwritten).
+  for (const R of carried) {
+    for (let i = 0; i < s.ciTile; i++) {
+      for (const b of blocks) perRow.push(`${name(i, R, b)} = ${use(i, R + s.strideY, b)};`);
+    }
+  }
+  return `for (var n = row_begin / p.out_h; n < row_end / p.out_h; n++) {
+    ${perImage.join("\n    ")}
+    for (var oy = 0u; oy < p.out_h; oy++) {
+      ${perRow.join("\n      ")}
+    }
+  }`;
 }
 
 /** out[i] = sum over s of partial[s * len + i], in split order (deterministic). */

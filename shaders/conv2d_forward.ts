@@ -34,6 +34,14 @@ export const CONV_TUNING = {
    * sums of the splits are added (bounds f32 rounding error growth on long reductions).
    */
   filterPositionsPerSplit: 8192,
+  /**
+   * Filter gradient: output rows up to this wide (and 4-aligned) are unrolled with constant
+   * columns and x rows carried down (shaders/conv2d_backward_filter.ts `imageLoops`). Paired
+   * A/B against the generic loop on lavapipe: ResNet-8's 8x8 layer 1.45-1.9x, its 16 -> 8
+   * stride-2 layer 1.15-1.33x; 16-wide rows (4 unrolled steps) were 0.89-0.95x, so they stay
+   * on the generic loop.
+   */
+  filterUnrolledRow: 8,
   /** Floats in one uniform binding (64 KiB, the WebGPU maximum and lavapipe's). */
   uniformFloats: 16384,
   /** Tiled GEMM (GPU variant): output tile and K step; 16x16 threads, 4x4 outputs each. */

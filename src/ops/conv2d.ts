@@ -160,7 +160,7 @@ export function conv2dBackwardData(
   xShape: Shape,
   options: Conv2dOptions = {},
 ): Tensor {
-  const op = "conv2d.backward";
+  const op = "conv2d.backwardData";
   checkFloat(op, dy, weight);
   const g = conv2dGeometry(op, xShape, weight.shape, options);
   checkDy(op, dy, g);
@@ -181,7 +181,7 @@ export function conv2dBackwardFilter(
   weightShape: Shape,
   options: Conv2dOptions = {},
 ): Tensor {
-  const op = "conv2d.backward";
+  const op = "conv2d.backwardFilter";
   checkFloat(op, x, dy);
   const g = conv2dGeometry(op, x.shape, weightShape, options);
   checkDy(op, dy, g);
@@ -407,11 +407,22 @@ function splitRows(totalRows: number, rowLength: number, lanes: number) {
   return { splits: Math.ceil(totalRows / rowsPerSplit), rowsPerSplit };
 }
 
+/** splitRows over whole images (rows per split a multiple of the output height). */
+function imageSplits(g: Conv2dGeometry, lanes: number) {
+  const { splits, rowsPerSplit: images } = splitRows(g.batch, g.outH * g.outW, lanes);
+  return { splits, rowsPerSplit: images * g.outH };
+}
+
 function backwardFilterDirect(op: string, x: Tensor, dy: Tensor, dw: Tensor, g: Conv2dGeometry) {
   const { coTile, ciTile } = filterTiles(g);
   // 4 columns per step measured fastest (8 only adds live values); vec4 dy when rows are whole steps.
   const pxStep = 4;
   const taps = forwardTaps(g);
+  // Short aligned rows: unrolled with constant columns, image by image with x rows carried
+  // down (paired A/B against the generic loop: see CONV_TUNING.filterUnrolledRow).
+  const row = g.inW % 4 === 0 && g.outW % pxStep === 0 && g.outW <= CONV_TUNING.filterUnrolledRow
+    ? { steps: g.outW / pxStep, inW: g.inW, carryDown: true }
+    : undefined;
   const source = filterGradientShader({
     coTile,
     ciTile,
@@ -421,11 +432,13 @@ function backwardFilterDirect(op: string, x: Tensor, dy: Tensor, dw: Tensor, g: 
     taps,
     vec4X: g.inW % 4 === 0,
     vec4Dy: g.outW % pxStep === 0,
+    row,
   });
   const coBlocks = Math.ceil(g.outC / coTile);
   const lanes = coBlocks * Math.ceil(g.inC / ciTile);
   const totalRows = g.batch * g.outH;
-  const { splits, rowsPerSplit } = splitRows(totalRows, g.outW, lanes);
+  // Unrolled short rows walk whole images (rows carried down), so splits are whole images.
+  const { splits, rowsPerSplit } = row ? imageSplits(g, lanes) : splitRows(totalRows, g.outW, lanes);
   const invocations = lanes * splits;
   const p = params()
     .u32(g.batch, g.inC, g.inH, g.inW)

@@ -3,6 +3,7 @@
  * and NumPy broadcasting. The ops with their gradient rules live in arithmetic.ts (binary
  * arithmetic) and unary.ts (math and activations).
  */
+import { divisionMagic } from "../../shaders/common.ts";
 import { elementwiseShader, MAX_RANK } from "../../shaders/elementwise.ts";
 import { broadcastShapes, fmt, sameShape, type Shape, ShapeError, stridesOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -40,7 +41,10 @@ export function mapElements(op: string, expr: string, inputs: Tensor[], options:
   }
   const out = output(op, shape);
   if (out.size === 0) return out;
-  const broadcast = inputs.some((t) => !sameShape(t.shape, shape));
+  const collapsed = collapseDims(shape, inputs.map((t) => broadcastStrides(t.shape, shape)));
+  const contiguous = stridesOf(collapsed.shape);
+  // Inputs that only add or drop size-1 dimensions read like same-shape ones.
+  const broadcast = collapsed.strides.some((st) => st.some((v, d) => v !== contiguous[d]));
   const [s0 = 0, s1 = 0] = options.scalars ?? [];
   const k = inputs.length as 1 | 2 | 3;
   if (!broadcast && out.size % 4 === 0) {
@@ -49,16 +53,60 @@ export function mapElements(op: string, expr: string, inputs: Tensor[], options:
     launch(op, source, [...inputs, out, params().u32(n, shape.length).f32(s0, s1)], grid1d(n));
     return out;
   }
-  const source = elementwiseShader({ expr, inputs: k, broadcast, helpers: options.helpers });
-  const p = params().u32(out.size, shape.length).f32(s0, s1);
-  p.u32(...padded(shape, 1));
-  for (const t of inputs) p.u32(...padded(broadcastStrides(t.shape, shape), 0));
-  launch(op, source, [...inputs, out, p], grid1d(out.size));
+  if (!broadcast) {
+    const source = elementwiseShader({ expr, inputs: k, broadcast, helpers: options.helpers });
+    launch(op, source, [...inputs, out, params().u32(out.size, shape.length).f32(s0, s1)], grid1d(out.size));
+    return out;
+  }
+  let shapeArg = collapsed.shape, stridesArg = collapsed.strides, n = out.size;
+  let innerVec4: boolean[] | undefined;
+  const rank = shapeArg.length;
+  const inner = collapsed.strides.map((st) => st[rank - 1]);
+  if (shapeArg[rank - 1] % 4 === 0 && inner.every((v) => v <= 1)) {
+    // Four outputs per invocation: contiguous inputs count in vec4s (their outer strides are
+    // multiples of the inner size, so of 4), broadcast ones keep float strides (inner 0).
+    innerVec4 = inner.map((v) => v === 1);
+    shapeArg = [...shapeArg.slice(0, -1), shapeArg[rank - 1] / 4];
+    stridesArg = stridesArg.map((st, i) =>
+      innerVec4![i] ? st.map((v, d) => (d === rank - 1 ? v : v / 4)) : st
+    );
+    n = out.size / 4;
+  }
+  const source = elementwiseShader({ expr, inputs: k, broadcast, rank, innerVec4, helpers: options.helpers });
+  const p = params().u32(n, rank).f32(s0, s1);
+  p.u32(...padded(shapeArg, 1));
+  p.u32(...padded(shapeArg, 1).flatMap((d) => divisionMagic(d)));
+  for (const st of stridesArg) p.u32(...padded(st, 0));
+  launch(op, source, [...inputs, out, p], grid1d(n));
   return out;
 }
 
 function padded(values: number[], fill: number): number[] {
   return [...values, ...new Array(MAX_RANK - values.length).fill(fill)];
+}
+
+/**
+ * The fewest dimensions that index every input alike: size-1 dimensions dropped, and a
+ * dimension merged into the next where every input steps over both as one (its stride is the
+ * next one's times the next size; broadcast on both counts too, strides 0). Fewer dimensions
+ * are fewer divisions per element.
+ */
+export function collapseDims(shape: Shape, strides: number[][]): { shape: number[]; strides: number[][] } {
+  const keep = shape.map((_, d) => d).filter((d) => shape[d] !== 1);
+  const outShape: number[] = [];
+  const outStrides: number[][] = strides.map(() => []);
+  for (const d of keep) {
+    const last = outShape.length - 1;
+    if (last >= 0 && strides.every((st, i) => outStrides[i][last] === st[d] * shape[d])) {
+      outShape[last] *= shape[d];
+      strides.forEach((st, i) => (outStrides[i][last] = st[d]));
+    } else {
+      outShape.push(shape[d]);
+      strides.forEach((st, i) => outStrides[i].push(st[d]));
+    }
+  }
+  if (outShape.length === 0) return { shape: [1], strides: strides.map(() => [0]) };
+  return { shape: outShape, strides: outStrides };
 }
 
 /** Strides of `shape` read at coordinates of `outShape` (0 on broadcast dimensions). */

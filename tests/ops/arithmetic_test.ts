@@ -86,6 +86,11 @@ const SHAPE_PAIRS: [number[], number[]][] = [
   [[1], [2, 3]],
   [[4, 1, 3], [5, 1]],
   [[2, 3, 5, 7], [3, 1, 1]],
+  [[2, 3, 5, 7], [1, 3, 1, 1]], // a per-channel constant: collapses to [2, 3, 35]
+  [[1, 6], [6]], // only size-1 dimensions differ: the same-shape path
+  [[2, 3, 8], [3, 1]], // four outputs per invocation, b broadcast along the inner dimension
+  [[5, 2, 12], [2, 12]], // four outputs per invocation, both inputs read as vec4
+  [[2, 1, 3, 1, 2, 5], [3, 4, 1, 5]], // rank 6
   [[300], [300]], // more than one workgroup
   [[4, 257], [4, 257]], // the vec4 path over more than one workgroup
 ];

@@ -126,6 +126,9 @@ const FIXED: Config[] = [
   // ResNet 3x3 pad 1, both strides; 16+ output channels and 8+ columns: the largest tile.
   cfg({ batch: 2, inC: 3, outC: 17, h: 9, w: 12, kh: 3, kw: 3, padding: [1, 1] }),
   cfg({ batch: 2, inC: 5, outC: 6, h: 8, w: 8, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2] }),
+  // Short 4-aligned rows (the filter gradient unrolls them): 8 wide, and 16 -> 8 at stride 2.
+  cfg({ batch: 2, inC: 4, outC: 9, h: 6, w: 8, kh: 3, kw: 3, padding: [1, 1] }),
+  cfg({ batch: 2, inC: 3, outC: 8, h: 5, w: 16, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2], bias: false }),
   // 1x1 projection shortcut, stride 2, no bias.
   cfg({ inC: 7, outC: 9, h: 7, w: 6, kh: 1, kw: 1, stride: [2, 2], bias: false }),
   // PatchGAN 4x4 stride 2 pad 1; 5x5 pad 2.
@@ -221,6 +224,23 @@ gpuTest("conv2d: backward entry points, long reductions split in partial sums", 
   [xt, wt, dyt].forEach((t) => t.dispose());
 });
 
+gpuTest("conv2d: filter gradient over splits of several images (short rows carried down)", async () => {
+  // 128 channel blocks: two splits of two images each; 8-wide rows take the unrolled path.
+  for (const stride of [1, 2]) {
+    const c = cfg({ batch: 4, inC: 32, outC: 64, h: 5, w: 8 * stride, kh: 3, kw: 3, padding: [1, 1] });
+    c.stride = [stride, stride];
+    const rng = new Rng(11 + stride);
+    const [ho, wo] = outSize(c);
+    const x = rng.array([c.batch, c.inC, c.h, c.w]), w = rng.array([c.outC, c.inC, 3, 3]);
+    const dy = rng.array([c.batch, c.outC, ho, wo]);
+    const [, dwRef] = convRefGrad(c, dy, x, w);
+    const [xt, dyt] = [x, dy].map((a) => fromArray(Float32Array.from(a.data), a.shape));
+    const dw = conv2dBackwardFilter(xt, dyt, w.shape, options(c, "cpu"));
+    assertClose(await dw.toArray(), dwRef.data, `conv2dBackwardFilter ${describe(c)}`, { atol: 1e-4 });
+    [xt, dyt, dw].forEach((t) => t.dispose());
+  }
+});
+
 gpuTest("conv2d: errors name the op and the shapes", () => {
   const x = fromArray(new Float32Array(2 * 3 * 4 * 4), [2, 3, 4, 4]);
   const w = fromArray(new Float32Array(8 * 4 * 3 * 3), [8, 4, 3, 3]);
@@ -247,7 +267,7 @@ gpuTest("conv2d: errors name the op and the shapes", () => {
     const dy = fromArray(new Float32Array(2 * 8 * 3 * 3), [2, 8, 3, 3]);
     assert.throws(
       () => conv2dBackwardData(dy, w3, [2, 3, 4, 4]),
-      /conv2d.backward: dy \[2, 8, 3, 3\] must be the conv output shape \[2, 8, 2, 2\]/,
+      /conv2d\.backwardData: dy \[2, 8, 3, 3\] must be the conv output shape \[2, 8, 2, 2\]/,
     );
     dy.dispose();
   } finally {
