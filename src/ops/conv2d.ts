@@ -272,9 +272,15 @@ function runDirect(
   const WG = CONV_TUNING.directWorkgroup;
   for (const pass of passes) {
     if (pass.qH === 0 || pass.qW === 0) continue;
-    const pxTile = pass.qW >= 8 ? 8 : 4;
-    // Small maps (<= 8 rows) take 4-row tiles: ~1.4x on 7x7 and 8x8 maps, no gain elsewhere (measured).
-    const pyTile = pass.qH >= 4 && pass.qH <= 8 ? 4 : pass.qH >= 2 ? 2 : 1;
+    // Wide grids take 16x4 tiles: a weight load (a uniform gather on llvmpipe) serves every pixel
+    // of the tile and an input load every channel, and loads, not FMAs, set this kernel's speed.
+    // Measured against 8x2 tiles (forward, 16 channels per invocation): 64->64 @32x32
+    // 37.9 -> 49.8 GFLOP/s, 32->32 @16x16 31.9 -> 45.1, 16->16 @32x32 25.1 -> 32.6. Not for the
+    // data-gradient phases of a strided conv (1-4 taps each): no faster there.
+    const wide = pass.qW >= 16 && pass.taps.length === tapCount;
+    const pxTile = wide ? 16 : pass.qW >= 8 ? 8 : 4;
+    // Small maps (<= 8 rows) take 4-row tiles: ~1.4x on 7x7 and 8x8 maps (measured).
+    const pyTile = (wide || pass.qH <= 8) && pass.qH >= 4 ? 4 : pass.qH >= 2 ? 2 : 1;
     const source = directConvShader({
       coTile,
       pxTile,

@@ -126,6 +126,9 @@ const FIXED: Config[] = [
   // ResNet 3x3 pad 1, both strides; 16+ output channels and 8+ columns: the largest tile.
   cfg({ batch: 2, inC: 3, outC: 17, h: 9, w: 12, kh: 3, kw: 3, padding: [1, 1] }),
   cfg({ batch: 2, inC: 5, outC: 6, h: 8, w: 8, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2] }),
+  // Wide grids (16-column tiles): a partial tile, and an aligned one with vec4 loads and stores.
+  cfg({ inC: 3, outC: 17, h: 6, w: 18, kh: 3, kw: 3, padding: [1, 1] }),
+  cfg({ batch: 2, inC: 2, outC: 5, h: 9, w: 16, kh: 3, kw: 3, padding: [1, 1], bias: false }),
   // Short 4-aligned rows (the filter gradient unrolls them): 8 wide, and 16 -> 8 at stride 2.
   cfg({ batch: 2, inC: 4, outC: 9, h: 6, w: 8, kh: 3, kw: 3, padding: [1, 1] }),
   cfg({ batch: 2, inC: 3, outC: 8, h: 5, w: 16, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2], bias: false }),
