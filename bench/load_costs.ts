@@ -9,7 +9,8 @@
  * a gather without branches. Measured on lavapipe (Mesa 22.3, 2 cores) on 2026-12-05, sources in
  * L1: storage 0.9-1.1, uniform 0.5, workgroup 0.5-0.6, texture 0.7-0.8 ns per vec4 load per
  * invocation, i.e. a storage vec4 load costs ~50 cycles per 8-lane SIMD group, as much as a dozen
- * vec4 FMAs.
+ * vec4 FMAs. The "same address" rows read one address in every lane of a workgroup (derived from
+ * workgroup_id): they cost the same, so lavapipe does not scalarise such loads.
  *
  *   XDG_RUNTIME_DIR=/tmp deno run -A bench/load_costs.ts [--loads 256] [--rounds 3]
  */

@@ -35,6 +35,22 @@ export function memoizeShader<Args extends unknown[]>(
 }
 
 /**
+ * mul_hi(a, b): the high 32 bits of the 64-bit product, from 16-bit halves (WGSL has no u64).
+ * Philox and `fastDivision` include it; a shader takes one of them, or this alone.
+ */
+export const mulHi = /* wgsl */ `
+fn mul_hi(a: u32, b: u32) -> u32 {
+  let a0 = a & 0xffffu;
+  let a1 = a >> 16u;
+  let b0 = b & 0xffffu;
+  let b1 = b >> 16u;
+  let cross0 = a0 * b1;
+  let cross1 = a1 * b0;
+  let carry = ((a0 * b0) >> 16u) + (cross0 & 0xffffu) + (cross1 & 0xffffu);
+  return a1 * b1 + (cross0 >> 16u) + (cross1 >> 16u) + (carry >> 16u);
+}`;
+
+/**
  * Exact unsigned division by a divisor known only at run time, as a multiply by a precomputed
  * "magic" reciprocal (Granlund & Montgomery). On llvmpipe `a / d` with a non-constant d is
  * done lane by lane with the scalar divide (~1 ns per lane, as much as a storage load); this is
@@ -45,17 +61,7 @@ export function memoizeShader<Args extends unknown[]>(
  * d = 1 is flagged by m = 0 (its m would be 2^31 with k = 31, a shift of −1).
  */
 export const fastDivision = /* wgsl */ `
-// High 32 bits of the 64-bit product a·b, from 16-bit halves (WGSL has no 64-bit integers).
-fn mul_hi(a: u32, b: u32) -> u32 {
-  let a0 = a & 0xffffu;
-  let a1 = a >> 16u;
-  let b0 = b & 0xffffu;
-  let b1 = b >> 16u;
-  let cross0 = a0 * b1;
-  let cross1 = a1 * b0;
-  let carry = ((a0 * b0) >> 16u) + (cross0 & 0xffffu) + (cross1 & 0xffffu);
-  return a1 * b1 + (cross0 >> 16u) + (cross1 >> 16u) + (carry >> 16u);
-}
+${mulHi}
 // floor(a / d) for a < 2^31, with magic = divisionMagic(d).
 fn div_magic(a: u32, magic: vec2<u32>) -> u32 {
   return select(mul_hi(a, magic.x) >> magic.y, a, magic.x == 0u);

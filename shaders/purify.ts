@@ -29,7 +29,7 @@ function numberedBindings(declarations: (string | null)[]): string {
  * sized in the source, and llvmpipe takes seconds to compile one of 1024 entries).
  *
  * Fisher-Yates: for i = 0 .. B-2, swap perm[i] with perm[j], j = i + floor(u * (B - i)) where
- * floor(u * m) is computed as mulhi32(bits, m) = floor(bits * m / 2^32) for 32 random bits
+ * floor(u * m) is computed as mul_hi(bits, m) = floor(bits * m / 2^32) for 32 random bits
  * (bias at most m / 2^32, far below anything measurable). Step i uses word i % 4 of
  * philox(counter = (n, i / 4, stream, 1), key = seed); the last counter word 1 keeps these draws
  * apart from rand/randn of the same (seed, stream), which use 0. Sample n's permutation depends
@@ -55,7 +55,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
   var bits = vec4<u32>(0u);
   for (var i = 0u; i + 1u < p.blocks; i++) {
     if ((i & 3u) == 0u) { bits = philox4x32(vec4<u32>(n, i >> 2u, p.stream, 1u), key); }
-    let j = i + mulhi32(bits[i & 3u], p.blocks - i);
+    let j = i + mul_hi(bits[i & 3u], p.blocks - i);
     let t = perm[base + i];
     perm[base + i] = perm[base + j];
     perm[base + j] = t;

@@ -4,28 +4,18 @@
  * element can be regenerated exactly (a backward pass can recompute its forward's noise), and
  * the TypeScript reference in src/ops/random.ts reproduces every bit.
  */
-import { flatIndex, WORKGROUP_1D } from "./common.ts";
+import { flatIndex, mulHi, WORKGROUP_1D } from "./common.ts";
 
 export const philox = /* wgsl */ `
-// High 32 bits of a 32x32-bit product, from 16-bit halves (WGSL has no 64-bit integers).
-fn mulhi32(a: u32, b: u32) -> u32 {
-  let a_lo = a & 0xffffu;
-  let a_hi = a >> 16u;
-  let b_lo = b & 0xffffu;
-  let b_hi = b >> 16u;
-  let lo_hi = a_lo * b_hi;
-  let hi_lo = a_hi * b_lo;
-  let cross = ((a_lo * b_lo) >> 16u) + (lo_hi & 0xffffu) + (hi_lo & 0xffffu);
-  return a_hi * b_hi + (lo_hi >> 16u) + (hi_lo >> 16u) + (cross >> 16u);
-}
+${mulHi}
 
 fn philox4x32(counter: vec4<u32>, key_in: vec2<u32>) -> vec4<u32> {
   var c = counter;
   var k = key_in;
   for (var round = 0u; round < 10u; round++) {
-    let hi0 = mulhi32(0xD2511F53u, c.x);
+    let hi0 = mul_hi(0xD2511F53u, c.x);
     let lo0 = 0xD2511F53u * c.x;
-    let hi1 = mulhi32(0xCD9E8D57u, c.z);
+    let hi1 = mul_hi(0xCD9E8D57u, c.z);
     let lo1 = 0xCD9E8D57u * c.z;
     c = vec4<u32>(hi1 ^ c.y ^ k.x, lo1, hi0 ^ c.w ^ k.y, lo0);
     k = k + vec2<u32>(0x9E3779B9u, 0xBB67AE85u);

@@ -42,41 +42,33 @@ export function mapElements(op: string, expr: string, inputs: Tensor[], options:
   const out = output(op, shape);
   if (out.size === 0) return out;
   const collapsed = collapseDims(shape, inputs.map((t) => broadcastStrides(t.shape, shape)));
-  const contiguous = stridesOf(collapsed.shape);
-  // Inputs that only add or drop size-1 dimensions read like same-shape ones.
-  const broadcast = collapsed.strides.some((st) => st.some((v, d) => v !== contiguous[d]));
-  const [s0 = 0, s1 = 0] = options.scalars ?? [];
-  const k = inputs.length as 1 | 2 | 3;
-  if (!broadcast && out.size % 4 === 0) {
-    const source = elementwiseShader({ expr, inputs: k, broadcast, vec4: true, helpers: options.helpers });
-    const n = out.size / 4;
-    launch(op, source, [...inputs, out, params().u32(n, shape.length).f32(s0, s1)], grid1d(n));
-    return out;
-  }
-  if (!broadcast) {
-    const source = elementwiseShader({ expr, inputs: k, broadcast, helpers: options.helpers });
-    launch(op, source, [...inputs, out, params().u32(out.size, shape.length).f32(s0, s1)], grid1d(out.size));
-    return out;
-  }
-  let shapeArg = collapsed.shape, stridesArg = collapsed.strides, n = out.size;
+  let dims = collapsed.shape, strides = collapsed.strides, n = out.size;
+  const rank = dims.length;
+  const inner = strides.map((st) => st[rank - 1]);
   let innerVec4: boolean[] | undefined;
-  const rank = shapeArg.length;
-  const inner = collapsed.strides.map((st) => st[rank - 1]);
-  if (shapeArg[rank - 1] % 4 === 0 && inner.every((v) => v <= 1)) {
+  if (dims[rank - 1] % 4 === 0 && inner.every((v) => v <= 1)) {
     // Four outputs per invocation: contiguous inputs count in vec4s (their outer strides are
     // multiples of the inner size, so of 4), broadcast ones keep float strides (inner 0).
     innerVec4 = inner.map((v) => v === 1);
-    shapeArg = [...shapeArg.slice(0, -1), shapeArg[rank - 1] / 4];
-    stridesArg = stridesArg.map((st, i) =>
-      innerVec4![i] ? st.map((v, d) => (d === rank - 1 ? v : v / 4)) : st
-    );
+    dims = [...dims.slice(0, -1), dims[rank - 1] / 4];
+    strides = strides.map((st, i) => innerVec4![i] ? st.map((v, d) => (d === rank - 1 ? v : v / 4)) : st);
     n = out.size / 4;
   }
-  const source = elementwiseShader({ expr, inputs: k, broadcast, rank, innerVec4, helpers: options.helpers });
+  const k = inputs.length as 1 | 2 | 3;
+  const innerStride = strides.map((st) => (st[rank - 1] <= 1 ? st[rank - 1] : -1));
+  const source = elementwiseShader({
+    expr,
+    inputs: k,
+    rank,
+    innerVec4,
+    innerStride,
+    helpers: options.helpers,
+  });
+  const [s0 = 0, s1 = 0] = options.scalars ?? [];
   const p = params().u32(n, rank).f32(s0, s1);
-  p.u32(...padded(shapeArg, 1));
-  p.u32(...padded(shapeArg, 1).flatMap((d) => divisionMagic(d)));
-  for (const st of stridesArg) p.u32(...padded(st, 0));
+  p.u32(...padded(dims, 1));
+  p.u32(...padded(dims, 1).flatMap((d) => divisionMagic(d)));
+  for (const st of strides) p.u32(...padded(st, 0));
   launch(op, source, [...inputs, out, p], grid1d(n));
   return out;
 }
