@@ -37,7 +37,7 @@ export interface FilterGradSpec {
    * Short rows known when compiling (vec4X and vec4Dy only): the row is this many steps,
    * unrolled, and x rows are `inW` wide; splits are then whole images (see `imageLoops`).
    */
-  row?: { steps: number; inW: number; carryDown: boolean };
+  row?: { steps: number; inW: number };
 }
 
 const tag = (v: number) => (v < 0 ? `m${-v}` : `${v}`);
@@ -50,6 +50,70 @@ export const filterGradientShader = memoizeShader(generateFilterGradientShader);
 function generateFilterGradientShader(s: FilterGradSpec): string {
   const WG = CONV_TUNING.filterWorkgroup;
   const T = s.taps.length;
+  const loops = s.row ? imageLoops(s, s.row) : rowLoops(s);
+  const out: string[] = [];
+  const emit = (line: string) => out.push(line);
+
+  const decls: string[] = [];
+  for (let c = 0; c < s.coTile; c++) {
+    for (let i = 0; i < s.ciTile; i++) {
+      for (let k = 0; k < T; k++) decls.push(`var acc_${c}_${i}_${k} = 0.0;`);
+    }
+  }
+  for (let c = 0; c < s.coTile; c++) {
+    emit(`if (co0 + ${c}u < p.out_c) {`);
+    for (let i = 0; i < s.ciTile; i++) {
+      emit(`  if (ci0 + ${i}u < p.in_c) {`);
+      emit(`    let base = ((split * p.out_c + co0 + ${c}u) * p.in_c + ci0 + ${i}u) * ${T}u;`);
+      for (let k = 0; k < T; k++) emit(`    partial[base + ${k}u] = acc_${c}_${i}_${k};`);
+      emit(`  }`);
+    }
+    emit(`}`);
+  }
+  const stores = out.splice(0).join("\n    ");
+
+  return /* wgsl */ `
+struct Params {
+  batch: u32, in_c: u32, in_h: u32, in_w: u32,
+  out_c: u32, out_h: u32, out_w: u32, co_blocks: u32,
+  lanes: u32, rows_per_split: u32, total_rows: u32, invocations: u32,
+}
+@group(0) @binding(0) var<storage, read> ${s.vec4X ? "x4: array<vec4<f32>>" : "x: array<f32>"};
+@group(0) @binding(1) var<storage, read> ${s.vec4Dy ? "dy4: array<vec4<f32>>" : "dy: array<f32>"};
+@group(0) @binding(2) var<storage, read_write> partial: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+// ${s.coTile} output channels x ${s.ciTile} input channels x ${T} taps per invocation.
+@compute @workgroup_size(${WG})
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) groups: vec3<u32>,
+  @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+  // One invocation per (channel block, split), flattened so that a SIMD group stays full
+  // even when there are fewer channel blocks than lanes. Spare invocations compute a clamped
+  // block and skip the stores (all lanes stay active).
+  let flat = (wid.x + wid.y * groups.x) * ${WG}u + lid.x;
+  let slot = min(flat, p.invocations - 1u);
+  let lane = slot % p.lanes;
+  let co0 = (lane % p.co_blocks) * ${s.coTile}u;
+  let ci0 = (lane / p.co_blocks) * ${s.ciTile}u;
+  let split = slot / p.lanes;
+  let row_begin = split * p.rows_per_split;
+  let row_end = min(p.total_rows, row_begin + p.rows_per_split);
+  ${decls.join(" ")}
+  ${loops}
+  if (flat < p.invocations) {
+    ${stores}
+  }
+}`;
+}
+
+/**
+ * The general walk: the split's output rows one by one, each in steps of pxStep columns with
+ * column bounds checked at run time.
+ */
+function rowLoops(s: FilterGradSpec): string {
   const rows = distinct(s.taps.map((t) => t.row));
   const cols = distinct(
     Array.from({ length: s.pxStep }, (_, j) => s.taps.map((t) => j * s.strideX + t.col)).flat(),
@@ -79,7 +143,7 @@ function generateFilterGradientShader(s: FilterGradSpec): string {
     emit(`let plane_${i} = (n * p.in_c + min(ci0 + ${i}u, p.in_c - 1u)) * p.in_h * p.in_w;`);
   }
   // The carried blocks of the row's first step (ox = 0, so block B starts at column 4B).
-  for (let i = 0; i < (s.row ? 0 : s.ciTile); i++) {
+  for (let i = 0; i < s.ciTile; i++) {
     for (const R of rows) {
       for (const B of carried) {
         const ok = `row_ok_${tag(R)} && ${4 * B} >= 0 && ${4 * B} < i32(p.in_w)`;
@@ -161,7 +225,7 @@ function generateFilterGradientShader(s: FilterGradSpec): string {
     }
   }
   const perStep = out.splice(0).join("\n      ");
-  const loops = s.row ? imageLoops(s, s.row) : `for (var r = row_begin; r < row_end; r++) {
+  return `for (var r = row_begin; r < row_end; r++) {
     let n = r / p.out_h;
     let oy = r % p.out_h;
     ${perRow}
@@ -169,60 +233,6 @@ function generateFilterGradientShader(s: FilterGradSpec): string {
       ${perStep}
     }
   }`;
-
-  const decls: string[] = [];
-  for (let c = 0; c < s.coTile; c++) {
-    for (let i = 0; i < s.ciTile; i++) {
-      for (let k = 0; k < T; k++) decls.push(`var acc_${c}_${i}_${k} = 0.0;`);
-    }
-  }
-  for (let c = 0; c < s.coTile; c++) {
-    emit(`if (co0 + ${c}u < p.out_c) {`);
-    for (let i = 0; i < s.ciTile; i++) {
-      emit(`  if (ci0 + ${i}u < p.in_c) {`);
-      emit(`    let base = ((split * p.out_c + co0 + ${c}u) * p.in_c + ci0 + ${i}u) * ${T}u;`);
-      for (let k = 0; k < T; k++) emit(`    partial[base + ${k}u] = acc_${c}_${i}_${k};`);
-      emit(`  }`);
-    }
-    emit(`}`);
-  }
-  const stores = out.splice(0).join("\n    ");
-
-  return /* wgsl */ `
-struct Params {
-  batch: u32, in_c: u32, in_h: u32, in_w: u32,
-  out_c: u32, out_h: u32, out_w: u32, co_blocks: u32,
-  lanes: u32, rows_per_split: u32, total_rows: u32, invocations: u32,
-}
-@group(0) @binding(0) var<storage, read> ${s.vec4X ? "x4: array<vec4<f32>>" : "x: array<f32>"};
-@group(0) @binding(1) var<storage, read> ${s.vec4Dy ? "dy4: array<vec4<f32>>" : "dy: array<f32>"};
-@group(0) @binding(2) var<storage, read_write> partial: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-
-// ${s.coTile} output channels x ${s.ciTile} input channels x ${T} taps per invocation.
-@compute @workgroup_size(${WG})
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) groups: vec3<u32>,
-  @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-  // One invocation per (channel block, split), flattened so that a SIMD group stays full
-  // even when there are fewer channel blocks than lanes. Spare invocations compute a clamped
-  // block and skip the stores (all lanes stay active).
-  let flat = (wid.x + wid.y * groups.x) * ${WG}u + lid.x;
-  let slot = min(flat, p.invocations - 1u);
-  let lane = slot % p.lanes;
-  let co0 = (lane % p.co_blocks) * ${s.coTile}u;
-  let ci0 = (lane / p.co_blocks) * ${s.ciTile}u;
-  let split = slot / p.lanes;
-  let row_begin = split * p.rows_per_split;
-  let row_end = min(p.total_rows, row_begin + p.rows_per_split);
-  ${decls.join(" ")}
-  ${loops}
-  if (flat < p.invocations) {
-    ${stores}
-  }
-}`;
 }
 
 /**
@@ -235,7 +245,7 @@ fn main(
  */
 function imageLoops(s: FilterGradSpec, row: NonNullable<FilterGradSpec["row"]>): string {
   const rows = distinct(s.taps.map((t) => t.row));
-  const carried = row.carryDown ? rows.filter((R) => rows.includes(R + s.strideY)) : [];
+  const carried = rows.filter((R) => rows.includes(R + s.strideY));
   const fresh = rows.filter((R) => !carried.includes(R));
   const valid = (col: number) => col >= 0 && col < row.inW;
   const columns = (t: Tap) =>

@@ -10,7 +10,7 @@
  * costs as much as a storage load on llvmpipe), and each input's offset is the dot product of
  * the coordinates with its strides (0 where broadcast). Rank 1 needs no division at all.
  *
- * `innerVec4`: when the innermost dimension is a multiple of 4, each invocation computes four
+ * `vec4`: when the innermost dimension is a multiple of 4, each invocation computes four
  * neighbouring outputs; an input contiguous along that dimension is read as one vec4, one
  * broadcast along it as one float for all four. On llvmpipe a storage access compiles to a loop
  * over the SIMD lanes whatever its width, so this moves a tensor with a quarter of the accesses
@@ -28,11 +28,11 @@ export interface ElementwiseSpec {
   /** Rank of the collapsed output shape (1 for same-shape inputs). */
   rank: number;
   /**
-   * Four outputs per invocation: per input, true when it is contiguous along the innermost
-   * dimension (one vec4), false when broadcast along it (one float for all four). Shapes and
-   * strides then count vec4s for the contiguous inputs.
+   * Four outputs per invocation (the innermost dimension a multiple of 4): inputs with inner
+   * stride 1 are read as one vec4, those with 0 as one float for all four. Shapes and strides
+   * then count vec4s for the contiguous inputs.
    */
-  innerVec4?: boolean[];
+  vec4: boolean;
   /**
    * Per input, its stride along the innermost dimension when that is 0 or 1 (compiled in: a
    * same-shape input reads at the output index with no uniform load), or -1 (read from the
@@ -49,8 +49,8 @@ export const elementwiseShader = memoizeShader(generateElementwiseShader);
 
 function generateElementwiseShader(spec: ElementwiseSpec): string {
   const names = NAMES.slice(0, spec.inputs);
-  const vec4 = spec.innerVec4 !== undefined;
-  const isVec = (input: number) => spec.innerVec4?.[input] ?? false;
+  const vec4 = spec.vec4;
+  const isVec = (input: number) => vec4 && spec.innerStride[input] === 1;
   const bindings = names.map((name, i) =>
     `@group(0) @binding(${i}) var<storage, read> in_${name}: array<${isVec(i) ? "vec4<f32>" : "f32"}>;`
   ).join("\n");

@@ -427,7 +427,7 @@ function backwardFilterDirect(op: string, x: Tensor, dy: Tensor, dw: Tensor, g: 
   // Short aligned rows: unrolled with constant columns, image by image with x rows carried
   // down (paired A/B against the generic loop: see CONV_TUNING.filterUnrolledRow).
   const row = g.inW % 4 === 0 && g.outW % pxStep === 0 && g.outW <= CONV_TUNING.filterUnrolledRow
-    ? { steps: g.outW / pxStep, inW: g.inW, carryDown: true }
+    ? { steps: g.outW / pxStep, inW: g.inW }
     : undefined;
   const source = filterGradientShader({
     coTile,

@@ -45,25 +45,17 @@ export function mapElements(op: string, expr: string, inputs: Tensor[], options:
   let dims = collapsed.shape, strides = collapsed.strides, n = out.size;
   const rank = dims.length;
   const inner = strides.map((st) => st[rank - 1]);
-  let innerVec4: boolean[] | undefined;
-  if (dims[rank - 1] % 4 === 0 && inner.every((v) => v <= 1)) {
+  const vec4 = dims[rank - 1] % 4 === 0 && inner.every((v) => v <= 1);
+  if (vec4) {
     // Four outputs per invocation: contiguous inputs count in vec4s (their outer strides are
     // multiples of the inner size, so of 4), broadcast ones keep float strides (inner 0).
-    innerVec4 = inner.map((v) => v === 1);
     dims = [...dims.slice(0, -1), dims[rank - 1] / 4];
-    strides = strides.map((st, i) => innerVec4![i] ? st.map((v, d) => (d === rank - 1 ? v : v / 4)) : st);
+    strides = strides.map((st, i) => inner[i] === 1 ? st.map((v, d) => (d === rank - 1 ? v : v / 4)) : st);
     n = out.size / 4;
   }
+  const innerStride = inner.map((v) => (v <= 1 ? v : -1));
   const k = inputs.length as 1 | 2 | 3;
-  const innerStride = strides.map((st) => (st[rank - 1] <= 1 ? st[rank - 1] : -1));
-  const source = elementwiseShader({
-    expr,
-    inputs: k,
-    rank,
-    innerVec4,
-    innerStride,
-    helpers: options.helpers,
-  });
+  const source = elementwiseShader({ expr, inputs: k, rank, vec4, innerStride, helpers: options.helpers });
   const [s0 = 0, s1 = 0] = options.scalars ?? [];
   const p = params().u32(n, rank).f32(s0, s1);
   p.u32(...padded(dims, 1));
