@@ -426,7 +426,8 @@ function backwardFilterDirect(op: string, x: Tensor, dy: Tensor, dw: Tensor, g: 
   const taps = forwardTaps(g);
   // Short aligned rows: unrolled with constant columns, image by image with x rows carried
   // down (paired A/B against the generic loop: see CONV_TUNING.filterUnrolledRow).
-  const row = g.inW % 4 === 0 && g.outW % pxStep === 0 && g.outW <= CONV_TUNING.filterUnrolledRow
+  const vec4X = g.inW % 4 === 0, vec4Dy = g.outW % pxStep === 0;
+  const row = vec4X && vec4Dy && g.outW <= CONV_TUNING.filterUnrolledRow
     ? { steps: g.outW / pxStep, inW: g.inW }
     : undefined;
   const source = filterGradientShader({
@@ -436,8 +437,8 @@ function backwardFilterDirect(op: string, x: Tensor, dy: Tensor, dw: Tensor, g: 
     strideY: g.strideY,
     strideX: g.strideX,
     taps,
-    vec4X: g.inW % 4 === 0,
-    vec4Dy: g.outW % pxStep === 0,
+    vec4X,
+    vec4Dy,
     row,
   });
   const coBlocks = Math.ceil(g.outC / coTile);
