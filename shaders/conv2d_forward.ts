@@ -12,7 +12,9 @@
  *   `packWeightsShader` into chunks of at most 64 KiB. Result: ~45 GFLOP/s on 2 cores for a
  *   64->64 3x3 conv, vs ~20 for im2col + matmul.
  *   The tap list is a specialisation: the forward pass uses every (ky, kx); the data gradient
- *   of a strided conv runs one "phase" per output residue class with the taps that reach it.
+ *   of a strided conv has one "phase" per output residue class, each with the taps that reach
+ *   it, and computes them all in one pass (a tile holds pixels of every phase) or one pass per
+ *   phase.
  *
  * - `tiledGemmShader` (real GPUs): an implicit GEMM with 64x64 workgroup-memory tiles, whose
  *   operands are gathered by index functions (im2col computed inside the tile load). The
@@ -67,10 +69,19 @@ export interface DirectConvSpec {
   pxTile: number;
   /** Output rows per invocation. */
   pyTile: number;
-  /** Input step per output row / column (the conv stride; 1 for data-gradient phases). */
+  /** Input step per output row / column of one phase (the conv stride; 1 for data gradients). */
   strideY: number;
   strideX: number;
-  taps: readonly Tap[];
+  /**
+   * Output phases: tile pixel (r, j) belongs to phase (r % phasesY, j % phasesX) and reads the
+   * input from row floor(r / phasesY) * strideY + tap.row (columns alike). 1 x 1 for the
+   * forward pass and a single data-gradient phase; the conv stride for a strided conv's data
+   * gradient in one pass (pyTile and pxTile are then multiples of it).
+   */
+  phasesY: number;
+  phasesX: number;
+  /** The taps of each phase, at index (r % phasesY) * phasesX + j % phasesX. */
+  taps: readonly (readonly Tap[])[];
   /** Taps per input channel in the packed weights (kh * kw). */
   tapCount: number;
   /** Load input rows as vec4 (the input width is a multiple of 4). */
@@ -113,22 +124,31 @@ const tag = (v: number) => (v < 0 ? `m${-v}` : `${v}`);
 
 export const directConvShader = memoizeShader(generateDirectConvShader);
 
+/** The taps of tile pixel (r, j) as input offsets from the tile's input origin (iy0, ix0). */
+function pixelTaps(s: DirectConvSpec, r: number, j: number): Tap[] {
+  const phase = s.taps[(r % s.phasesY) * s.phasesX + (j % s.phasesX)];
+  const dy = floorDiv(r, s.phasesY) * s.strideY, dx = floorDiv(j, s.phasesX) * s.strideX;
+  return phase.map((t) => ({ row: dy + t.row, col: dx + t.col, weight: t.weight }));
+}
+
 function generateDirectConvShader(s: DirectConvSpec): string {
   const WG = CONV_TUNING.directWorkgroup;
   const V = s.coTile / 4;
-  const rows = distinct(
-    Array.from({ length: s.pyTile }, (_, r) => s.taps.map((t) => r * s.strideY + t.row)).flat(),
-  );
-  const cols = distinct(
-    Array.from({ length: s.pxTile }, (_, j) => s.taps.map((t) => j * s.strideX + t.col)).flat(),
-  );
+  const pixels = Array.from({ length: s.pyTile * s.pxTile }, (_, i) => [floorDiv(i, s.pxTile), i % s.pxTile]);
+  const allTaps = pixels.flatMap(([r, j]) => pixelTaps(s, r, j));
+  const rows = distinct(allTaps.map((t) => t.row));
+  const cols = distinct(allTaps.map((t) => t.col));
   const blocks = distinct(cols.map((c) => floorDiv(c, 4)));
+  const tapTotal = s.taps.reduce((total, phase) => total + phase.length, 0);
   const lines: string[] = [];
   const emit = (line: string) => lines.push(line);
+  // The input origin of a tile: its output origin, divided into phases, times the stride.
+  const origin = (q: string, phases: number, stride: number) =>
+    phases === 1 ? `${q} * ${stride}u` : `${q} / ${phases}u * ${stride}u`;
 
   // Per tile (outside the channel loop): which input rows and columns exist, and where.
-  emit(`let iy0 = i32(qy0 * ${s.strideY}u);`);
-  emit(`let ix0 = i32(qx0 * ${s.strideX}u);`);
+  emit(`let iy0 = i32(${origin("qy0", s.phasesY, s.strideY)});`);
+  emit(`let ix0 = i32(${origin("qx0", s.phasesX, s.strideX)});`);
   for (const R of rows) {
     emit(`let iy_${tag(R)} = iy0 + ${R};`);
     emit(`let row_ok_${tag(R)} = iy_${tag(R)} >= 0 && iy_${tag(R)} < i32(p.in_h);`);
@@ -171,24 +191,22 @@ function generateDirectConvShader(s: DirectConvSpec): string {
   // ... then, per accumulator, one chain of FMAs over the taps (fewer register spills than
   // sweeping every accumulator once per tap).
   const weightIndex = (t: Tap, v: number) => `w_${t.weight} + ${v}u`;
-  for (const t of distinct(s.taps.map((t) => t.weight))) {
+  for (const t of distinct(s.taps.flat().map((t) => t.weight))) {
     emit(`let w_${t} = wrow + ${t}u * p.chunk_vec4;`);
   }
   for (let r = 0; r < s.pyTile; r++) {
     for (let v = 0; v < V; v++) {
       for (let j = 0; j < s.pxTile; j++) {
         const acc = `acc_${r}_${j}_${v}`;
-        const terms = s.taps.map((t) =>
-          `a = fma(weights[${weightIndex(t, v)}], vec4<f32>(${
-            xValue(r * s.strideY + t.row, j * s.strideX + t.col)
-          }), a);`
+        const terms = pixelTaps(s, r, j).map((t) =>
+          `a = fma(weights[${weightIndex(t, v)}], vec4<f32>(${xValue(t.row, t.col)}), a);`
         );
         if (terms.length) emit(`{ var a = ${acc}; ${terms.join(" ")} ${acc} = a; }`);
       }
     }
   }
   // A phase that no tap reaches only writes zeros; it still must use every binding.
-  if (!s.taps.length) emit("_ = x[0]; _ = weights[wrow];");
+  if (tapTotal === 0) emit("_ = x[0]; _ = weights[wrow];");
   const body = lines.splice(0).join("\n    ");
 
   const decls: string[] = [];
@@ -241,7 +259,7 @@ ${directParams}
 @group(0) @binding(3) var<uniform> p: Params;
 ${s.bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
 
-// Tile of ${s.coTile} channels x ${s.pyTile} rows x ${s.pxTile} columns per invocation, ${s.taps.length} taps.
+// Tile of ${s.coTile} channels x ${s.pyTile} rows x ${s.pxTile} columns per invocation, ${tapTotal} taps.
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let flat = (wid.x + wid.y * p.groups_x) * ${WG}u + lid.x;

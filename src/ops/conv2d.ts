@@ -242,9 +242,15 @@ function packWeights(op: string, weight: Tensor, transposed: boolean, coTile: nu
   return { scratch, coChunk, ciChunk, aChunks, bChunks, stride };
 }
 
-/** One output grid of the direct kernel (the forward pass, or a data-gradient phase). */
+/**
+ * One output grid of the direct kernel: the forward pass, a strided conv's data gradient in one
+ * pass (phases = the stride), or one of its phases.
+ */
 interface DirectPass {
-  taps: Tap[];
+  /** The taps of each phase (see DirectConvSpec). */
+  taps: Tap[][];
+  phasesY: number;
+  phasesX: number;
   strideY: number;
   strideX: number;
   /** Grid of output positions and where it lands in the output tensor. */
@@ -277,16 +283,22 @@ function runDirect(
     // Measured against 8x2 tiles (forward, 16 channels per invocation): 64->64 @32x32
     // 37.9 -> 49.8 GFLOP/s, 32->32 @16x16 31.9 -> 45.1, 16->16 @32x32 25.1 -> 32.6. Not for the
     // data-gradient phases of a strided conv (1-4 taps each): no faster there.
-    const wide = pass.qW >= 16 && pass.taps.length === tapCount;
+    const wide = pass.qW >= 16 && pass.taps.flat().length === tapCount;
     const pxTile = wide ? 16 : pass.qW >= 8 ? 8 : 4;
     // Small maps (<= 8 rows) take 4-row tiles: ~1.4x on 7x7 and 8x8 maps (measured).
-    const pyTile = (wide || pass.qH <= 8) && pass.qH >= 4 ? 4 : pass.qH >= 2 ? 2 : 1;
+    const rows = (wide || pass.qH <= 8) && pass.qH >= 4 ? 4 : pass.qH >= 2 ? 2 : 1;
+    // Tiles hold whole phases (phases divide 4: see backwardDataDirect). A phased pass takes 8
+    // rows where it can: each weight load then serves 32 pixels of its phase, not 16 (1.09-1.10x
+    // on ResNet-8's stride-2 3x3 data gradients, paired; stride 1 gained nothing from 8 rows).
+    const pyTile = pass.phasesY > 1 && pass.qH >= 8 ? 8 : Math.ceil(rows / pass.phasesY) * pass.phasesY;
     const source = directConvShader({
       coTile,
       pxTile,
       pyTile,
       strideY: pass.strideY,
       strideX: pass.strideX,
+      phasesY: pass.phasesY,
+      phasesX: pass.phasesX,
       taps: pass.taps,
       tapCount,
       vec4: inW % 4 === 0,
@@ -345,7 +357,9 @@ function forwardDirect(
   const taps = forwardTaps(g);
   const packed = packWeights(op, w, false, directCoTile(g.outC));
   const pass = {
-    taps,
+    taps: [taps],
+    phasesY: 1,
+    phasesX: 1,
     strideY: g.strideY,
     strideX: g.strideX,
     qH: g.outH,
@@ -361,17 +375,37 @@ function forwardDirect(
 
 function backwardDataDirect(op: string, dy: Tensor, w: Tensor, dx: Tensor, g: Conv2dGeometry) {
   const packed = packWeights(op, w, true, directCoTile(g.inC));
-  const passes = dataGradientPhases(g).map((ph) => ({
-    taps: ph.taps,
-    strideY: 1,
-    strideX: 1,
-    qH: Math.max(0, Math.ceil((g.inH - ph.ry) / g.strideY)),
-    qW: Math.max(0, Math.ceil((g.inW - ph.rx) / g.strideX)),
-    stepY: g.strideY,
-    stepX: g.strideX,
-    offY: ph.ry,
-    offX: ph.rx,
-  }));
+  const phases = dataGradientPhases(g);
+  const oneStep = { strideY: 1, strideX: 1 };
+  // Strides that divide 4 divide every tile (4, 8 or 16 columns; rows rounded up): all phases
+  // in one pass, so each dy load serves every tap. Other strides: one pass per phase.
+  // Paired against one pass per phase on ResNet-8's stride-2 layers: 3x3 1.2x, 1x1 1.9-2.4x.
+  const fused = 4 % g.strideY === 0 && 4 % g.strideX === 0;
+  const passes: DirectPass[] = fused
+    ? [{
+      ...oneStep,
+      taps: phases.map((ph) => ph.taps),
+      phasesY: g.strideY,
+      phasesX: g.strideX,
+      qH: g.inH,
+      qW: g.inW,
+      stepY: 1,
+      stepX: 1,
+      offY: 0,
+      offX: 0,
+    }]
+    : phases.map((ph) => ({
+      ...oneStep,
+      taps: [ph.taps],
+      phasesY: 1,
+      phasesX: 1,
+      qH: Math.max(0, Math.ceil((g.inH - ph.ry) / g.strideY)),
+      qW: Math.max(0, Math.ceil((g.inW - ph.rx) / g.strideX)),
+      stepY: g.strideY,
+      stepX: g.strideX,
+      offY: ph.ry,
+      offX: ph.rx,
+    }));
   runDirect(op, dy, packed, dx, undefined, passes, g.kh * g.kw);
   packed.scratch.dispose();
 }
@@ -389,7 +423,11 @@ function filterTiles(g: Conv2dGeometry): { coTile: number; ciTile: number } {
   const taps = g.kh * g.kw;
   const budget = 160;
   const carried = g.inW % 4 === 0 && g.strideX <= 2;
-  if (carried && 8 * 2 * taps <= budget && g.outC >= 8 && g.inC >= 2) return { coTile: 8, ciTile: 2 };
+  // A 1x1 kernel has one tap: 8x2 would be 16 accumulators per ~12 loads, and the wider block
+  // below measured 1.5-1.6x faster on ResNet-8's 1x1 stride-2 shortcuts.
+  if (taps > 1 && carried && 8 * 2 * taps <= budget && g.outC >= 8 && g.inC >= 2) {
+    return { coTile: 8, ciTile: 2 };
+  }
   let coTile = 16 * taps <= budget ? 16 : 8 * taps <= budget ? 8 : 4;
   coTile = Math.min(coTile, g.outC);
   let ciTile = 1;
