@@ -17,6 +17,8 @@ const SHAPES: [number, number, number][] = [
   [12, 20, 8],
   [33, 17, 65],
   [64, 64, 16],
+  // The "cpu" variant's exact tile (8x8 invocations of 16x16 blocks): no clamps, no guards.
+  [128, 128, 12],
   ...[0, 1].map((): [
     number,
     number,
@@ -98,7 +100,7 @@ for (const variant of VARIANTS) {
 
   gpuTest(`batchMatmul (${variant}): forward and gradients`, async () => {
     const rng = new Rng(12);
-    const cases: [number, number, number, number][] = [[1, 7, 13, 5], [3, 12, 8, 20], [2, 64, 64, 16]];
+    const cases: [number, number, number, number][] = [[1, 7, 13, 5], [3, 12, 8, 20], [2, 64, 64, 16], [2, 128, 128, 8]];
     for (const [batch, M, N, K] of cases) {
       for (const [tA, tB] of TRANSPOSES) {
         const p = new Product(batch, M, N, K, tA, tB);
