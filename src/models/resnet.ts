@@ -7,8 +7,7 @@
  * layer{k}.{i}.shortcut.{0 (conv), 1 (bn)}, linear. Weights exported from such a model load
  * without renaming (BatchNorm's num_batches_tracked entries are ignored).
  */
-import { add } from "../ops/arithmetic.ts";
-import { relu } from "../ops/unary.ts";
+import { addRelu } from "../ops/arithmetic.ts";
 import { BatchNorm2d, Conv2d, GlobalAvgPool2d, Linear } from "../nn/layers.ts";
 import { Module, Sequential } from "../nn/module.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -51,7 +50,7 @@ export class BasicBlock extends Module implements Block {
 
   forward(x: Tensor): Tensor {
     const out = this.bn2.forward(this.conv2.forward(this.bn1.forwardRelu(this.conv1.forward(x))));
-    return relu(add(out, this.shortcut ? this.shortcut.forward(x) : x));
+    return addRelu(out, this.shortcut ? this.shortcut.forward(x) : x);
   }
 }
 
@@ -89,7 +88,7 @@ export class Bottleneck extends Module implements Block {
     let y = this.bn1.forwardRelu(this.conv1.forward(x));
     y = this.bn2.forwardRelu(this.conv2.forward(y));
     y = this.bn3.forward(this.conv3.forward(y));
-    return relu(add(y, this.shortcut ? this.shortcut.forward(x) : x));
+    return addRelu(y, this.shortcut ? this.shortcut.forward(x) : x);
   }
 }
 

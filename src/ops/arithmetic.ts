@@ -28,6 +28,21 @@ export function add(a: Tensor, b: Tensor): Tensor {
   return record("add", [a, b], out, (dy) => [sumToShape(dy, a.shape), sumToShape(dy, b.shape)]);
 }
 
+/**
+ * max(a + b, 0) in one pass: the join of a residual block (ResNet's relu(out + shortcut))
+ * without writing and re-reading the sum. The gradient is dy where the output is positive, for
+ * both inputs (relu'(0) = 0).
+ */
+export function addRelu(a: Tensor, b: Tensor): Tensor {
+  const out = mapElements("addRelu", "max(a + b, 0.0)", [a, b]);
+  return record("addRelu", [a, b], out, (dy) => {
+    const masked = mapElements("addRelu.backward", "select(0.0, a, b > 0.0)", [dy, out]);
+    const grads = [sumToShape(masked, a.shape), sumToShape(masked, b.shape)];
+    masked.dispose();
+    return grads;
+  });
+}
+
 export function sub(a: Tensor, b: Tensor): Tensor {
   const out = mapElements("sub", "a - b", [a, b]);
   return record("sub", [a, b], out, (dy) => [sumToShape(dy, a.shape), gradTo("sub.backward", "-a", [dy], b)]);

@@ -411,13 +411,15 @@ function backwardDataDirect(op: string, dy: Tensor, w: Tensor, dx: Tensor, g: Co
 }
 
 /**
- * Register block of the filter-gradient kernel: ~128-160 accumulators per invocation. A step
- * loads coTile dy vectors and, with x blocks carried between steps (aligned rows, stride 1 or
- * 2), 3·ciTile (3x3, stride 1) or 6·ciTile (stride 2) x vectors, for coTile·ciTile·taps·4 FMAs.
- * Loads cost far more than FMAs on llvmpipe, so the block is shared between both kinds of
- * channel: 8x2 measured 1.2x faster than 16x1 on the ResNet-8 stride-1 layers and 1.1x on the
- * stride-2 ones. Where every x block is loaded each step (unaligned rows), x loads dominate and
- * a block of output channels saves more.
+ * Register block of the filter-gradient kernel. A step loads coTile dy vectors and, with x
+ * blocks carried between steps (aligned rows, stride 1 or 2), 3·ciTile (3x3, stride 1) or
+ * 6·ciTile (stride 2) x vectors, for coTile·ciTile·taps·4 FMAs. Loads cost far more than FMAs
+ * on llvmpipe, so the block is shared between both kinds of channel: 8x2 measured 1.2x faster
+ * than 16x1 on the ResNet-8 stride-1 layers and 1.1x on the stride-2 ones, and 8x4 (288
+ * accumulators for 3x3) another 1.12-1.21x on its stride-1 layers and 16 -> 32 stride 2
+ * (paired; 8x8 maps at stride 2 unchanged; it compiles in ~1.5 s instead of ~0.5). Where every
+ * x block is loaded each step (unaligned rows), x loads dominate and a block of output
+ * channels saves more.
  */
 function filterTiles(g: Conv2dGeometry): { coTile: number; ciTile: number } {
   const taps = g.kh * g.kw;
@@ -425,8 +427,9 @@ function filterTiles(g: Conv2dGeometry): { coTile: number; ciTile: number } {
   const carried = g.inW % 4 === 0 && g.strideX <= 2;
   // A 1x1 kernel has one tap: 8x2 would be 16 accumulators per ~12 loads, and the wider block
   // below measured 1.5-1.6x faster on ResNet-8's 1x1 stride-2 shortcuts.
-  if (taps > 1 && carried && 8 * 2 * taps <= budget && g.outC >= 8 && g.inC >= 2) {
-    return { coTile: 8, ciTile: 2 };
+  if (taps > 1 && carried && g.outC >= 8) {
+    if (8 * 4 * taps <= 288 && g.inC >= 4) return { coTile: 8, ciTile: 4 };
+    if (8 * 2 * taps <= budget && g.inC >= 2) return { coTile: 8, ciTile: 2 };
   }
   let coTile = 16 * taps <= budget ? 16 : 8 * taps <= budget ? 8 : 4;
   coTile = Math.min(coTile, g.outC);

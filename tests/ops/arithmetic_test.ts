@@ -1,5 +1,6 @@
 import {
   add,
+  addRelu,
   addScalar,
   div,
   mul,
@@ -62,6 +63,13 @@ function broadcastGrad(
 
 const BINARY = [
   { name: "add", op: add, f: (x: number, y: number) => x + y, da: () => 1, db: () => 1 },
+  {
+    name: "addRelu",
+    op: addRelu,
+    f: (x: number, y: number) => Math.max(x + y, 0),
+    da: (x: number, y: number) => (x + y > 0 ? 1 : 0),
+    db: (x: number, y: number) => (x + y > 0 ? 1 : 0),
+  },
   { name: "sub", op: sub, f: (x: number, y: number) => x - y, da: () => 1, db: () => -1 },
   {
     name: "mul",
