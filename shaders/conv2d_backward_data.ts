@@ -7,8 +7,11 @@
  * CPU variant: split dx into s_y x s_x "phases" (iy = qy * s + ry). Within one phase the taps
  * that reach it are fixed and oy = qy + (ry + p - ky * d) / s, so each phase is a plain
  * stride-1 correlation of dy with a subset of the taps, run by the direct kernel of
- * conv2d_forward.ts (weights packed transposed: dy's channels are its inputs). For stride 1
- * there is one phase with every tap: a forward conv with the flipped kernel.
+ * conv2d_forward.ts (weights packed transposed: dy's channels are its inputs). When the stride
+ * divides the kernel's tiles (1, 2, 4) one pass computes every phase: a tile of dx holds pixels
+ * of all phases, each with its own taps, and they share the dy values they load; other strides
+ * run one pass per phase. For stride 1 there is one phase with every tap: a forward conv with
+ * the flipped kernel.
  *
  * GPU variant: the same sum as an implicit GEMM (m = ci, n = (image, iy, ix), k = (co, ky, kx)),
  * where the B operand reads dy at the (oy, ox) above or 0 when s does not divide.
