@@ -417,20 +417,20 @@ function backwardDataDirect(op: string, dy: Tensor, w: Tensor, dx: Tensor, g: Co
  * on llvmpipe, so the block is shared between both kinds of channel: 8x2 measured 1.2x faster
  * than 16x1 on the ResNet-8 stride-1 layers and 1.1x on the stride-2 ones, and 8x4 (288
  * accumulators for 3x3) another 1.12-1.21x on its stride-1 layers and 16 -> 32 stride 2
- * (paired; 8x8 maps at stride 2 unchanged; it compiles in ~1.5 s instead of ~0.5). Rows walked
- * by the generic loop (wider than 8) take 16x4 (576 accumulators): another 1.09-1.18x on 16- and
- * 32-wide rows, but 0.79x on the unrolled 8-wide rows, and ~5 s to compile. Where every
+ * (paired; 8x8 maps at stride 2 unchanged; it compiles in ~1.5 s instead of ~0.5). 16x4 (576
+ * accumulators) was another 1.09-1.18x on 16- and 32-wide rows (0.79x on the unrolled 8-wide
+ * ones) but takes ~5 s to compile per shader: the model tests' cold compiles grew by minutes,
+ * too much for CI's budget, so it is not used. Where every
  * x block is loaded each step (unaligned rows), x loads dominate and a block of output
  * channels saves more.
  */
-function filterTiles(g: Conv2dGeometry, unrolled: boolean): { coTile: number; ciTile: number } {
+function filterTiles(g: Conv2dGeometry): { coTile: number; ciTile: number } {
   const taps = g.kh * g.kw;
   const budget = 160;
   const carried = g.inW % 4 === 0 && g.strideX <= 2;
   // A 1x1 kernel has one tap: 8x2 would be 16 accumulators per ~12 loads, and the wider block
   // below measured 1.5-1.6x faster on ResNet-8's 1x1 stride-2 shortcuts.
   if (taps > 1 && carried && g.outC >= 8) {
-    if (!unrolled && 16 * 4 * taps <= 576 && g.outC >= 16 && g.inC >= 4) return { coTile: 16, ciTile: 4 };
     if (8 * 4 * taps <= 288 && g.inC >= 4) return { coTile: 8, ciTile: 4 };
     if (8 * 2 * taps <= budget && g.inC >= 2) return { coTile: 8, ciTile: 2 };
   }
@@ -473,7 +473,7 @@ function backwardFilterDirect(op: string, x: Tensor, dy: Tensor, dw: Tensor, g: 
   const row = vec4X && vec4Dy && g.outW <= CONV_TUNING.filterUnrolledRow
     ? { steps: g.outW / pxStep, inW: g.inW }
     : undefined;
-  const { coTile, ciTile } = filterTiles(g, row !== undefined);
+  const { coTile, ciTile } = filterTiles(g);
   const source = filterGradientShader({
     coTile,
     ciTile,

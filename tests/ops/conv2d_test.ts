@@ -132,7 +132,7 @@ const FIXED: Config[] = [
   // Short 4-aligned rows (the filter gradient unrolls them): 8 wide, and 16 -> 8 at stride 2.
   cfg({ batch: 2, inC: 4, outC: 9, h: 6, w: 8, kh: 3, kw: 3, padding: [1, 1] }),
   cfg({ batch: 2, inC: 3, outC: 8, h: 5, w: 16, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2], bias: false }),
-  // Filter gradient over rows wider than 8 with carried x blocks: the 16x4 channel block, with
+  // Filter gradient over rows wider than 8 with carried x blocks: the 8x4 channel block, with
   // partial blocks of both kinds of channel, at stride 1 (vec4 dy) and 2 (12-wide dy rows).
   cfg({ batch: 2, inC: 5, outC: 17, h: 5, w: 16, kh: 3, kw: 3, padding: [1, 1], bias: false }),
   cfg({ inC: 6, outC: 18, h: 6, w: 24, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2] }),
