@@ -127,8 +127,8 @@ export const directConvShader = memoizeShader(generateDirectConvShader);
 /** The taps of tile pixel (r, j) as input offsets from the tile's input origin (iy0, ix0). */
 function pixelTaps(s: DirectConvSpec, r: number, j: number): Tap[] {
   const phase = s.taps[(r % s.phasesY) * s.phasesX + (j % s.phasesX)];
-  const dy = floorDiv(r, s.phasesY) * s.strideY, dx = floorDiv(j, s.phasesX) * s.strideX;
-  return phase.map((t) => ({ row: dy + t.row, col: dx + t.col, weight: t.weight }));
+  const offY = floorDiv(r, s.phasesY) * s.strideY, offX = floorDiv(j, s.phasesX) * s.strideX;
+  return phase.map((t) => ({ row: offY + t.row, col: offX + t.col, weight: t.weight }));
 }
 
 function generateDirectConvShader(s: DirectConvSpec): string {
@@ -139,7 +139,7 @@ function generateDirectConvShader(s: DirectConvSpec): string {
   const rows = distinct(allTaps.map((t) => t.row));
   const cols = distinct(allTaps.map((t) => t.col));
   const blocks = distinct(cols.map((c) => floorDiv(c, 4)));
-  const tapTotal = s.taps.reduce((total, phase) => total + phase.length, 0);
+  const tapTotal = s.taps.flat().length;
   const lines: string[] = [];
   const emit = (line: string) => lines.push(line);
   // The input origin of a tile: its output origin, divided into phases, times the stride.

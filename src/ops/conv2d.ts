@@ -420,9 +420,8 @@ function backwardDataDirect(op: string, dy: Tensor, w: Tensor, dx: Tensor, g: Co
  * (paired; 8x8 maps at stride 2 unchanged; it compiles in ~1.5 s instead of ~0.5). 16x4 (576
  * accumulators) was another 1.09-1.18x on 16- and 32-wide rows (0.79x on the unrolled 8-wide
  * ones) but takes ~5 s to compile per shader: the model tests' cold compiles grew by minutes,
- * too much for CI's budget, so it is not used. Where every
- * x block is loaded each step (unaligned rows), x loads dominate and a block of output
- * channels saves more.
+ * too much for CI's budget, so it is not used. Where every x block is loaded each step
+ * (unaligned rows), x loads dominate and a block of output channels saves more.
  */
 function filterTiles(g: Conv2dGeometry): { coTile: number; ciTile: number } {
   const taps = g.kh * g.kw;
@@ -464,6 +463,7 @@ function imageSplits(g: Conv2dGeometry, lanes: number) {
 }
 
 function backwardFilterDirect(op: string, x: Tensor, dy: Tensor, dw: Tensor, g: Conv2dGeometry) {
+  const { coTile, ciTile } = filterTiles(g);
   // 4 columns per step measured fastest (8 only adds live values); vec4 dy when rows are whole steps.
   const pxStep = 4;
   const taps = forwardTaps(g);
@@ -473,7 +473,6 @@ function backwardFilterDirect(op: string, x: Tensor, dy: Tensor, dw: Tensor, g: 
   const row = vec4X && vec4Dy && g.outW <= CONV_TUNING.filterUnrolledRow
     ? { steps: g.outW / pxStep, inW: g.inW }
     : undefined;
-  const { coTile, ciTile } = filterTiles(g);
   const source = filterGradientShader({
     coTile,
     ciTile,
