@@ -34,6 +34,12 @@ export interface FilterGradSpec {
   /** dy rows split into whole pxStep steps (width % pxStep == 0): load them as vec4. */
   vec4Dy: boolean;
   /**
+   * Output rows walked together (1 or 2; the generic walk only): their dy and x values are
+   * loaded in one step, and x rows both need are loaded once. The output height and every
+   * split's row count are then multiples of it.
+   */
+  rowsPerStep?: number;
+  /**
    * Short rows known when compiling (vec4X and vec4Dy only): the row is this many steps,
    * unrolled, and x rows are `inW` wide; splits are then whole images (see `imageLoops`).
    */
@@ -114,7 +120,13 @@ fn main(
  * column bounds checked at run time.
  */
 function rowLoops(s: FilterGradSpec): string {
-  const rows = distinct(s.taps.map((t) => t.row));
+  const K = s.rowsPerStep ?? 1;
+  // x rows a step reads, as offsets from output row oy's first input row (oy * strideY): output
+  // row oy + k reads k * strideY + tap.row. With two output rows per step (stride 1), four x
+  // rows serve both instead of six.
+  const xRow = (k: number, t: Tap) => k * s.strideY + t.row;
+  const stepRows = Array.from({ length: K }, (_, k) => k);
+  const rows = distinct(stepRows.flatMap((k) => s.taps.map((t) => xRow(k, t))));
   const cols = distinct(
     Array.from({ length: s.pxStep }, (_, j) => s.taps.map((t) => j * s.strideX + t.col)).flat(),
   );
@@ -130,9 +142,13 @@ function rowLoops(s: FilterGradSpec): string {
   const out: string[] = [];
   const emit = (line: string) => out.push(line);
 
-  // Per output row: where this invocation's dy rows and x rows start.
+  // Per step of rows: where this invocation's dy rows and x rows start.
   for (let c = 0; c < s.coTile; c++) {
-    emit(`let dy_row_${c} = ((n * p.out_c + min(co0 + ${c}u, p.out_c - 1u)) * p.out_h + oy) * p.out_w;`);
+    for (const k of stepRows) {
+      emit(
+        `let dy_row_${c}_${k} = ((n * p.out_c + min(co0 + ${c}u, p.out_c - 1u)) * p.out_h + oy + ${k}u) * p.out_w;`,
+      );
+    }
   }
   for (const R of rows) {
     emit(`let iy_${tag(R)} = i32(oy * ${s.strideY}u) + ${R};`);
@@ -156,19 +172,22 @@ function rowLoops(s: FilterGradSpec): string {
 
   // Per step of pxStep columns: load dy and x once ...
   for (let c = 0; c < s.coTile; c++) {
-    if (s.vec4Dy) {
-      for (let b = 0; b < s.pxStep / 4; b++) {
-        emit(`let dq_${c}_${b} = dy4[(dy_row_${c} + ox) / 4u + ${b}u];`);
-      }
-    } else {
-      for (let j = 0; j < s.pxStep; j++) {
-        emit(
-          `let d_${c}_${j} = select(0.0, dy[dy_row_${c} + min(ox + ${j}u, p.out_w - 1u)], ox + ${j}u < p.out_w);`,
-        );
+    for (const k of stepRows) {
+      if (s.vec4Dy) {
+        for (let b = 0; b < s.pxStep / 4; b++) {
+          emit(`let dq_${c}_${k}_${b} = dy4[(dy_row_${c}_${k} + ox) / 4u + ${b}u];`);
+        }
+      } else {
+        for (let j = 0; j < s.pxStep; j++) {
+          emit(
+            `let d_${c}_${k}_${j} = select(0.0, dy[dy_row_${c}_${k} + min(ox + ${j}u, p.out_w - 1u)], ox + ${j}u < p.out_w);`,
+          );
+        }
       }
     }
   }
-  const dyValue = (c: number, j: number) => s.vec4Dy ? `dq_${c}_${floorDiv(j, 4)}[${j % 4}]` : `d_${c}_${j}`;
+  const dyValue = (c: number, k: number, j: number) =>
+    s.vec4Dy ? `dq_${c}_${k}_${floorDiv(j, 4)}[${j % 4}]` : `d_${c}_${k}_${j}`;
   emit(`let ix0 = i32(ox * ${s.strideX}u);`);
   if (s.vec4X) {
     for (const B of loaded) {
@@ -205,14 +224,16 @@ function rowLoops(s: FilterGradSpec): string {
   }
   const xValue = (i: number, R: number, o: number) =>
     s.vec4X ? `xb_${i}_${tag(R)}_${tag(floorDiv(o, 4))}[${mod(o, 4)}]` : `xv_${i}_${tag(R)}_${tag(o)}`;
-  // ... then one FMA chain per accumulator over the step's columns.
+  // ... then one FMA chain per accumulator over the step's rows and columns.
   for (let c = 0; c < s.coTile; c++) {
     for (let i = 0; i < s.ciTile; i++) {
-      s.taps.forEach((t, k) => {
-        const acc = `acc_${c}_${i}_${k}`;
-        const terms = Array.from(
-          { length: s.pxStep },
-          (_, j) => `a = fma(${dyValue(c, j)}, ${xValue(i, t.row, j * s.strideX + t.col)}, a);`,
+      s.taps.forEach((t, tap) => {
+        const acc = `acc_${c}_${i}_${tap}`;
+        const terms = stepRows.flatMap((k) =>
+          Array.from(
+            { length: s.pxStep },
+            (_, j) => `a = fma(${dyValue(c, k, j)}, ${xValue(i, xRow(k, t), j * s.strideX + t.col)}, a);`,
+          )
         );
         emit(`{ var a = ${acc}; ${terms.join(" ")} ${acc} = a; }`);
       });
@@ -225,7 +246,7 @@ function rowLoops(s: FilterGradSpec): string {
     }
   }
   const perStep = out.splice(0).join("\n      ");
-  return `for (var r = row_begin; r < row_end; r++) {
+  return `for (var r = row_begin; r < row_end; r += ${K}u) {
     let n = r / p.out_h;
     let oy = r % p.out_h;
     ${perRow}

@@ -287,42 +287,41 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
  * Packs conv weights into uniform-buffer chunks for the direct kernel, whose input channels
  * are `a` and output channels `b`: forward a = Cin, b = Cout (w is [b, a, T]); data gradient
  * a = Cout, b = Cin (w is [a, b, T], `transposed`), T = kh*kw taps. Chunk (bc, ac) holds
- * a in [ac*ci_chunk, ...) x all taps x b in [bc*co_chunk, ...) as
- * packed[(a_local * T + t) * co_chunk + b_local], zero-padded; chunks start every
- * `chunk_stride` floats, a multiple of the uniform binding offset alignment.
+ * a in [ac*ciChunk, ...) x all taps x b in [bc*coChunk, ...) as
+ * packed[(a_local * T + t) * coChunk + b_local], zero-padded past a_count / b_count; chunks
+ * start every `chunk_stride` floats, a multiple of the uniform binding offset alignment.
+ * Grid: x = position within the chunk, y = ac, z = bc. The chunk shape is compiled in, so the
+ * index math divides by constants (an integer division by a runtime value is a slow scalar
+ * loop on llvmpipe), and only the chunk's ciChunk*T*coChunk floats are written: the kernel
+ * never reads the rest of its 64 KiB window.
  */
-export const packWeightsShader = /* wgsl */ `
-struct Params {
-  total: u32, chunk_stride: u32, a_chunks: u32, ci_chunk: u32,
-  co_chunk: u32, taps: u32, a_count: u32, b_count: u32,
-  transposed: u32, groups_x: u32, _pad0: u32, _pad1: u32,
+export interface PackSpec {
+  taps: number;
+  ciChunk: number;
+  coChunk: number;
+  transposed: boolean;
 }
+
+export const packWeightsShader = memoizeShader((s: PackSpec) => /* wgsl */ `
+struct Params { chunk_stride: u32, a_chunks: u32, a_count: u32, b_count: u32 }
 @group(0) @binding(0) var<storage, read> w: array<f32>;
 @group(0) @binding(1) var<storage, read_write> packed: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x + gid.y * p.groups_x * 256u;
-  if (i >= p.total) { return; }
-  let chunk = i / p.chunk_stride;
-  let within = i % p.chunk_stride;
+  let within = gid.x;
+  if (within >= ${s.ciChunk * s.taps * s.coChunk}u) { return; }
+  let rest = within / ${s.coChunk}u;
+  let b = gid.z * ${s.coChunk}u + within % ${s.coChunk}u;
+  let t = rest % ${s.taps}u;
+  let a = gid.y * ${s.ciChunk}u + rest / ${s.taps}u;
   var value = 0.0;
-  if (within < p.ci_chunk * p.taps * p.co_chunk) {
-    let b = (chunk / p.a_chunks) * p.co_chunk + within % p.co_chunk;
-    let rest = within / p.co_chunk;
-    let t = rest % p.taps;
-    let a = (chunk % p.a_chunks) * p.ci_chunk + rest / p.taps;
-    if (a < p.a_count && b < p.b_count) {
-      if (p.transposed != 0u) {
-        value = w[(a * p.b_count + b) * p.taps + t];
-      } else {
-        value = w[(b * p.a_count + a) * p.taps + t];
-      }
-    }
+  if (a < p.a_count && b < p.b_count) {
+    value = w[${s.transposed ? "(a * p.b_count + b)" : "(b * p.a_count + a)"} * ${s.taps}u + t];
   }
-  packed[i] = value;
-}`;
+  packed[(gid.z * p.a_chunks + gid.y) * p.chunk_stride + within] = value;
+}`);
 
 /**
  * Uniform block shared by the tiled-GEMM conv kernels (GPU variant): the conv geometry and

@@ -48,7 +48,14 @@ function propagate(
     const dy = grads.get(node.output.id)?.grad;
     if (!dy) continue;
     grads.delete(node.output.id);
-    const dxs = withTape(null, () => node.backward(dy));
+    const takeGradient = (i: number) => {
+      const pending = grads.get(node.inputs[i].id)?.grad;
+      // Only a buffer no other tensor views may be written in place.
+      if (!pending || pending.storage.refs !== 1) return undefined;
+      grads.delete(node.inputs[i].id);
+      return pending;
+    };
+    const dxs = withTape(null, () => node.backward(dy, takeGradient));
     node.inputs.forEach((x, i) => {
       const dx = dxs[i];
       if (!dx || !tape.isTracked(x)) return;

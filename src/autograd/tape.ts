@@ -8,8 +8,21 @@
  */
 import type { Tensor } from "../tensor/tensor.ts";
 
-/** A gradient rule: given dL/d(output), returns dL/d(input) per input (null: no gradient). */
-export type GradientRule = (dy: Tensor) => (Tensor | null)[];
+/**
+ * The gradient accumulated so far for input `i` of a node, handed over to its rule so that the
+ * rule can add its own contribution into it in place instead of returning a new tensor that
+ * the tape then adds (one elementwise pass saved: a residual block's input gets gradients from
+ * both branches). Undefined when there is none yet, or when its buffer is shared with another
+ * tensor (writing it would change that one too). A rule that takes it must return it, with its
+ * contribution added, as that input's gradient.
+ */
+export type TakeGradient = (i: number) => Tensor | undefined;
+
+/**
+ * A gradient rule: given dL/d(output), returns dL/d(input) per input (null: no gradient). Most
+ * rules ignore `takeGradient`.
+ */
+export type GradientRule = (dy: Tensor, takeGradient: TakeGradient) => (Tensor | null)[];
 
 export interface TapeNode {
   op: string;

@@ -4,7 +4,7 @@
  * arithmetic) and unary.ts (math and activations).
  */
 import { divisionMagic } from "../../shaders/common.ts";
-import { elementwiseShader, MAX_RANK } from "../../shaders/elementwise.ts";
+import { ELEMENTWISE_RUN, elementwiseShader, MAX_RANK } from "../../shaders/elementwise.ts";
 import { broadcastShapes, fmt, sameShape, type Shape, ShapeError, stridesOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { grid1d, launch, output, params } from "./kernel.ts";
@@ -55,13 +55,22 @@ export function mapElements(op: string, expr: string, inputs: Tensor[], options:
   }
   const innerStride = inner.map((v) => (v <= 1 ? v : -1));
   const k = inputs.length as 1 | 2 | 3;
-  const source = elementwiseShader({ expr, inputs: k, rank, vec4, innerStride, helpers: options.helpers });
+  const run = rank === 1 ? ELEMENTWISE_RUN : 1;
+  const source = elementwiseShader({
+    expr,
+    inputs: k,
+    rank,
+    vec4,
+    innerStride,
+    run,
+    helpers: options.helpers,
+  });
   const [s0 = 0, s1 = 0] = options.scalars ?? [];
   const p = params().u32(n, rank).f32(s0, s1);
   p.u32(...padded(dims, 1));
   p.u32(...padded(dims, 1).flatMap((d) => divisionMagic(d)));
   for (const st of strides) p.u32(...padded(st, 0));
-  launch(op, source, [...inputs, out, p], grid1d(n));
+  launch(op, source, [...inputs, out, p], grid1d(Math.ceil(n / run)));
   return out;
 }
 

@@ -7,6 +7,10 @@ import {
   type Conv2dOptions,
   type Conv2dVariant,
 } from "../../src/ops/conv2d.ts";
+import { grad } from "../../src/autograd/backward.ts";
+import { currentGpu } from "../../src/device/runtime.ts";
+import { add, mul } from "../../src/ops/arithmetic.ts";
+import { sum } from "../../src/ops/reduce.ts";
 import { checkOp } from "../helpers/check_op.ts";
 import { assertClose, type Nd, nd, Rng } from "../helpers/reference.ts";
 import { gpuTest } from "../helpers/setup.ts";
@@ -218,24 +222,87 @@ gpuTest("conv2d: gradient of one input only (the others skip their kernels)", as
   }
 });
 
+gpuTest(
+  "conv2d: an input's gradient from several branches is added in place (no add pass on cpu)",
+  async () => {
+    // x feeds two convs (stride 1 and 2, the strided one in phased passes) and a skip term:
+    // f(x) = sum(conv_a(x) * ra) + sum(conv_b(x) * rb) + sum(x * rs). Walking back, the skip's
+    // gradient comes first and each conv's data gradient is added into it in place. A residual
+    // x + conv(x) shares one gradient buffer between both inputs: that one must not be written
+    // in place, and is added instead.
+    const a = cfg({ batch: 2, inC: 4, outC: 6, h: 9, w: 12, kh: 3, kw: 3, padding: [1, 1] });
+    const b = cfg({ batch: 2, inC: 4, outC: 5, h: 9, w: 12, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2] });
+    const rng = new Rng(21);
+    const x = rng.array([a.batch, a.inC, a.h, a.w]);
+    const wa = rng.array([a.outC, a.inC, 3, 3]), wb = rng.array([b.outC, b.inC, 3, 3]);
+    const ra = rng.array([a.batch, a.outC, ...outSize(a)]), rb = rng.array([b.batch, b.outC, ...outSize(b)]);
+    const rs = rng.array(x.shape);
+    const want = Float64Array.from(rs.data);
+    for (const [c, w, r] of [[a, wa, ra], [b, wb, rb]] as const) {
+      convRefGrad(c, r, x, w)[0].data.forEach((v, i) => (want[i] += v));
+    }
+    const square = cfg({ batch: 2, inC: 4, outC: 4, h: 9, w: 12, kh: 3, kw: 3, padding: [1, 1] });
+    const wr = rng.array([4, 4, 3, 3]);
+    const wantResidual = Float64Array.from(rs.data);
+    convRefGrad(square, rs, x, wr)[0].data.forEach((v, i) => (wantResidual[i] += v));
+    const t = (v: Nd) => fromArray(Float32Array.from(v.data), v.shape);
+    const [xt, wat, wbt, wrt, rat, rbt, rst] = [x, wa, wb, wr, ra, rb, rs].map(t);
+    const gpu = currentGpu();
+    for (const variant of ["cpu", "gpu"] as const) {
+      const labels: string[] = [];
+      const dispatch = gpu.dispatch;
+      gpu.dispatch = (op, ...rest) => {
+        labels.push(op);
+        dispatch.call(gpu, op, ...rest);
+      };
+      const branches = grad((input) => {
+        const ya = conv2d(input, wat, undefined, options(a, variant));
+        const yb = conv2d(input, wbt, undefined, options(b, variant));
+        return add(add(sum(mul(ya, rat)), sum(mul(yb, rbt))), sum(mul(input, rst)));
+      }, [xt]);
+      const residual = grad(
+        (input) => sum(mul(add(input, conv2d(input, wrt, undefined, options(square, variant))), rst)),
+        [xt],
+      );
+      gpu.dispatch = dispatch;
+      assertClose(await branches.grads[0].toArray(), want, `${variant} two convs and a skip`, { atol: 1e-4 });
+      assertClose(await residual.grads[0].toArray(), wantResidual, `${variant} x + conv(x)`, { atol: 1e-4 });
+      // Forward: 2 + 1 adds; backward: the residual's shared gradient is added (1), and on gpu
+      // the two conv branches too (2).
+      assert.equal(labels.filter((l) => l === "add").length, variant === "cpu" ? 4 : 6, variant);
+      [branches.value, residual.value, ...branches.grads, ...residual.grads].forEach((v) => v.dispose());
+    }
+    [xt, wat, wbt, wrt, rat, rbt, rst].forEach((v) => v.dispose());
+  },
+);
+
 gpuTest("conv2d: backward entry points, long reductions split in partial sums", async () => {
-  // 2 x 20 x 20 = 800 output positions: the filter gradient splits them in both variants.
-  const c = cfg({ batch: 2, inC: 6, outC: 10, h: 20, w: 20, kh: 3, kw: 3, padding: [1, 1] });
-  const rng = new Rng(9);
-  const [ho, wo] = outSize(c);
-  const x = rng.array([c.batch, c.inC, c.h, c.w]), w = rng.array([c.outC, c.inC, 3, 3]);
-  const dy = rng.array([c.batch, c.outC, ho, wo]);
-  const [dxRef, dwRef] = convRefGrad(c, dy, x, w);
-  const [xt, wt, dyt] = [x, w, dy].map((a) => fromArray(Float32Array.from(a.data), a.shape));
-  for (const variant of ["cpu", "gpu"] as const) {
-    const dx = conv2dBackwardData(dyt, wt, x.shape, options(c, variant));
-    const dw = conv2dBackwardFilter(xt, dyt, w.shape, options(c, variant));
-    assertClose(await dx.toArray(), dxRef.data, `${variant} conv2dBackwardData`, { atol: 1e-4 });
-    assertClose(await dw.toArray(), dwRef.data, `${variant} conv2dBackwardFilter`, { atol: 1e-4 });
-    dx.dispose();
-    dw.dispose();
+  // 2 x 20 x 20 = 800 output positions: the filter gradient splits them in both variants, and
+  // walks two output rows per step (cpu, stride 1, even height); 13 columns load x and dy as
+  // scalars, and an odd height walks one row per step.
+  const configs = [
+    cfg({ batch: 2, inC: 6, outC: 10, h: 20, w: 20, kh: 3, kw: 3, padding: [1, 1] }),
+    cfg({ batch: 3, inC: 5, outC: 9, h: 10, w: 13, kh: 3, kw: 3, padding: [1, 1] }),
+    cfg({ batch: 2, inC: 4, outC: 8, h: 11, w: 16, kh: 3, kw: 3, padding: [1, 1] }),
+  ];
+  for (const c of configs) {
+    const rng = new Rng(9);
+    const [ho, wo] = outSize(c);
+    const x = rng.array([c.batch, c.inC, c.h, c.w]), w = rng.array([c.outC, c.inC, 3, 3]);
+    const dy = rng.array([c.batch, c.outC, ho, wo]);
+    const [dxRef, dwRef] = convRefGrad(c, dy, x, w);
+    const [xt, wt, dyt] = [x, w, dy].map((a) => fromArray(Float32Array.from(a.data), a.shape));
+    for (const variant of ["cpu", "gpu"] as const) {
+      const label = `${variant} ${c.h}x${c.w}`;
+      const dx = conv2dBackwardData(dyt, wt, x.shape, options(c, variant));
+      const dw = conv2dBackwardFilter(xt, dyt, w.shape, options(c, variant));
+      assertClose(await dx.toArray(), dxRef.data, `${label} conv2dBackwardData`, { atol: 1e-4 });
+      assertClose(await dw.toArray(), dwRef.data, `${label} conv2dBackwardFilter`, { atol: 1e-4 });
+      dx.dispose();
+      dw.dispose();
+    }
+    [xt, wt, dyt].forEach((t) => t.dispose());
   }
-  [xt, wt, dyt].forEach((t) => t.dispose());
 });
 
 gpuTest("conv2d: filter gradient over splits of several images (short rows carried down)", async () => {
