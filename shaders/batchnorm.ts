@@ -79,14 +79,30 @@ export interface ChannelSumsSpec {
   run?: number;
   /** "cpu" only: `run` divides the units of a plane, so a lane's run stays in one plane. */
   aligned?: boolean;
+  /**
+   * One workgroup per channel adds the whole channel and finishes it itself, instead of
+   * writing partial sums for a finalize kernel (one dispatch less per reduction):
+   *   "stats": stats[c] = (mean, 1/sqrt(var + eps)) and the running statistics' update;
+   *   "grad":  dbeta[c] = Σdy, dgamma[c] = Σdy·x̂ and, in training, coef[c] = (Σdy, Σdy·x̂) / M.
+   * "cpu": the workgroup's lanes take runs of `run` units, `REDUCE_WORKGROUP.cpu` runs apart;
+   * "gpu": the grid has one part per channel. Either way a tree adds the lanes.
+   */
+  finalize?: boolean;
+  /** "grad" with `finalize`: also write coef (training). */
+  training?: boolean;
 }
 
 /**
- * Per-channel partial sums. Bindings: x, [dy, stats, [gamma, beta]], partials, params.
+ * Per-channel partial sums. Bindings: x, [dy, stats, [gamma, beta]], partials, params; with
+ * `finalize` the outputs are instead stats, running_mean, running_var ("stats") or dgamma,
+ * dbeta, [coef] ("grad").
  * Units of channel c are numbered u = 0 .. N·(units per plane) − 1, image by image.
  *   "cpu": lane l sums the run of units [l·run, l·run + run) and writes its own partial;
  *   "gpu": lane l (of parts·256) visits units l, l + lanes, ... (coalesced), then the
  *          workgroup adds its 256 lanes with a tree and writes one partial.
+ *   `finalize`, "cpu": one workgroup per channel; lane l sums the runs that start at units
+ *          l·run, (l + 64)·run, ..., a tree adds the 64 lanes and lane 0 finishes the channel;
+ *   `finalize`, "gpu": as "gpu" with one part per channel, and lane 0 finishes it.
  *
  * "stats" sums deviations from K = the channel's first element instead of raw x: then
  * var = Σ(x−K)²/M − (Σ(x−K)/M)² does not lose digits to cancellation when |mean| >> std.
@@ -99,10 +115,15 @@ function generateChannelSumsShader(spec: ChannelSumsSpec): string {
   const relu = grad && (spec.relu ?? false);
   const gpu = spec.variant === "gpu";
   const run = spec.run ?? 16;
+  const finalize = spec.finalize ?? false;
+  // The cpu variant's whole-channel form: runs strided by the workgroup, then a tree.
+  const whole = !gpu && finalize;
+  const tree = gpu || whole;
   const aligned = !gpu && (spec.aligned ?? false);
   let b = 0;
   const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
-  const bindings = [
+  // Inputs, outputs, then the uniform block.
+  const all = [
     bind("var<storage, read> x: array<T>"),
     ...(grad
       ? [bind("var<storage, read> dy: array<T>"), bind("var<storage, read> stats: array<vec2<f32>>")]
@@ -110,7 +131,19 @@ function generateChannelSumsShader(spec: ChannelSumsSpec): string {
     ...(relu
       ? [bind("var<storage, read> gamma: array<f32>"), bind("var<storage, read> beta: array<f32>")]
       : []),
-    bind("var<storage, read_write> partials: array<vec2<f32>>"),
+    ...(!finalize ? [bind("var<storage, read_write> partials: array<vec2<f32>>")] : grad
+      ? [
+        bind("var<storage, read_write> dgamma: array<f32>"),
+        bind("var<storage, read_write> dbeta: array<f32>"),
+        ...(spec.training ? [bind("var<storage, read_write> coef: array<vec2<f32>>")] : []),
+      ]
+      // The running tensors are bound once, read_write (a buffer bound both read and
+      // read_write in one dispatch is a validation error).
+      : [
+        bind("var<storage, read_write> stats: array<vec2<f32>>"),
+        bind("var<storage, read_write> running_mean: array<f32>"),
+        bind("var<storage, read_write> running_var: array<f32>"),
+      ]),
     bind("var<uniform> p: Params"),
   ].join("\n");
   return wgsl`
@@ -123,9 +156,14 @@ struct Params {
   units_per_channel: u32, // N · units_per_plane
   lanes: u32,             // lanes per channel
   parts: u32,             // partial sums per channel
+  // finalize only: values per channel M, and for "stats" eps, momentum, M/(M−1)
+  count: f32,
+  eps: f32,
+  momentum: f32,
+  unbias: f32,
 }
-${bindings}
-#if ${gpu}
+${all}
+#if ${tree}
 var<workgroup> shared_sums: array<vec2<f32>, ${wg}>;
 #endif
 
@@ -166,6 +204,20 @@ fn unit_index(c: u32, u: u32) -> u32 {
   return (n * p.channels + c) * p.units_per_plane + (u - n * p.units_per_plane);
 }
 
+// Adds the run of units [first, first + ${run}) of channel c.
+fn add_run(c: u32, first: u32) {
+#if ${aligned}
+  // The run lies in one plane: consecutive addresses.
+  let base = unit_index(c, first);
+  for (var j = 0u; j < ${run}u; j++) { add_unit(base + j); }
+#else
+  for (var j = 0u; j < ${run}u; j++) {
+    let u = first + j;
+    if (u < p.units_per_channel) { add_unit(unit_index(c, u)); }
+  }
+#endif
+}
+
 @compute @workgroup_size(${wg})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>,
@@ -175,6 +227,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
   // Grid (parts, channels): every invocation is a lane (lanes = parts · ${wg}).
   let c = wid.y;
   let lane = gid.x;
+#elif ${whole}
+  // One workgroup per channel.
+  let c = wid.x + wid.y * nwg.x;
 #else
   // Flat grid over channels · lanes.
   let g = flat_index(gid, nwg);
@@ -197,26 +252,39 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
   sum2 = T(0.0);
 #if ${gpu}
   for (var u = lane; u < p.units_per_channel; u += p.lanes) { add_unit(unit_index(c, u)); }
+#elif ${whole}
+  for (var first = lid * ${run}u; first < p.units_per_channel; first += ${wg * run}u) { add_run(c, first); }
+#else
+  add_run(c, lane * ${run}u);
+  partials[c * p.parts + lane] = vec2<f32>(hsum(sum1), hsum(sum2));
+#endif
+#if ${tree}
   shared_sums[lid] = vec2<f32>(hsum(sum1), hsum(sum2));
   workgroupBarrier();
   for (var stride = ${wg / 2}u; stride > 0u; stride = stride / 2u) {
     if (lid < stride) { shared_sums[lid] += shared_sums[lid + stride]; }
     workgroupBarrier();
   }
-  if (lid == 0u) { partials[c * p.parts + wid.x] = shared_sums[0]; }
-#else
-  let first = lane * ${run}u;
-#if ${aligned}
-  // The run lies in one plane: consecutive addresses.
-  let base = unit_index(c, first);
-  for (var j = 0u; j < ${run}u; j++) { add_unit(base + j); }
-#else
-  for (var j = 0u; j < ${run}u; j++) {
-    let u = first + j;
-    if (u < p.units_per_channel) { add_unit(unit_index(c, u)); }
-  }
+  if (lid == 0u) {
+    let s = shared_sums[0];
+#if ${!finalize}
+    partials[c * p.parts + wid.x] = s;
+#elif ${grad}
+    dbeta[c] = s.x;
+    dgamma[c] = s.y;
+#if ${spec.training ?? false}
+    coef[c] = s / p.count;
 #endif
-  partials[c * p.parts + lane] = vec2<f32>(hsum(sum1), hsum(sum2));
+#else
+    // Mean and biased variance from the shifted sums; the running variance is unbiased.
+    let shifted_mean = s.x / p.count;
+    let mean_c = k${spec.vec4 ? ".x" : ""} + shifted_mean;
+    let variance = max(s.y / p.count - shifted_mean * shifted_mean, 0.0);
+    stats[c] = vec2<f32>(mean_c, inverseSqrt(variance + p.eps));
+    running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean_c;
+    running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * variance * p.unbias;
+#endif
+  }
 #endif
 }`;
 }

@@ -9,7 +9,7 @@
  * windows oh = ceil((ih + p − k + 1) / s) .. floor((ih + p) / s), clamped to the output.
  */
 import { wgsl } from "wgsl-preprocessor";
-import { flatIndex, memoizeShader, WORKGROUP_1D } from "./common.ts";
+import { fastDivision, flatIndex, memoizeShader, WORKGROUP_1D } from "./common.ts";
 
 export type PoolKind = "max" | "avg";
 
@@ -171,12 +171,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
   out[plane] = acc * p.inv_size;
 }`;
 
-/** Global average pool backward: dx[plane, i] = dy[plane] / (H·W). Bindings: dy, dx, params. */
-export const globalAvgPoolBackwardShader = /* wgsl */ `
+/**
+ * Global average pool backward: dx[plane, i] = dy[plane] / (H·W). Bindings: dy, dx, params.
+ * One invocation per `width` elements (4: a vec4 store, when H·W is a multiple of 4), whose
+ * plane is found by a multiply-shift (`div_magic`): an integer division by a runtime value is
+ * a slow per-lane loop on llvmpipe.
+ */
+export const globalAvgPoolBackwardShader = memoizeShader((width: 1 | 4) => /* wgsl */ `
 ${flatIndex}
-struct Params { total: u32, plane_size: u32, inv_size: f32 }
+${fastDivision}
+struct Params { total: u32, inv_size: f32, magic: vec2<u32> }
 @group(0) @binding(0) var<storage, read> dy: array<f32>;
-@group(0) @binding(1) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dx: array<${width === 4 ? "vec4<f32>" : "f32"}>;
 @group(0) @binding(2) var<uniform> p: Params;
 
 @compute @workgroup_size(${WORKGROUP_1D})
@@ -184,8 +190,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = flat_index(gid, nwg);
   if (i >= p.total) { return; }
-  dx[i] = dy[i / p.plane_size] * p.inv_size;
-}`;
+  dx[i] = ${width === 4 ? "vec4<f32>" : "f32"}(dy[div_magic(i, p.magic)] * p.inv_size);
+}`);
 
 const upsampleParams = /* wgsl */ `
 struct Params { total: u32, height: u32, width: u32, scale: u32 }`;

@@ -3,7 +3,7 @@
  * subtracts its dataset's channel mean and divides by the channel std itself. Attacks and
  * purifiers therefore work in pixel units, never in normalised units (ATTACKS.md).
  */
-import { div, sub } from "../ops/arithmetic.ts";
+import { subDiv } from "../ops/arithmetic.ts";
 import { fromArray } from "../ops/creation.ts";
 import { Module } from "../nn/module.ts";
 import { keep } from "../tensor/scope.ts";
@@ -37,7 +37,7 @@ export class Normalize extends Module {
         `input [${x.shape}] does not have ${this.mean.length} channels (NCHW expected)`,
       );
     }
-    return div(sub(x, this.#mean), this.#std);
+    return subDiv(x, this.#mean, this.#std);
   }
 
   override dispose(): void {

@@ -4,7 +4,7 @@
  * For z = f(a, b) with broadcasting, dL/da is the elementwise rule summed back over the
  * dimensions along which `a` was broadcast (sumToShape).
  */
-import { record } from "../autograd/tape.ts";
+import { needsGrad, record } from "../autograd/tape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { mapElements } from "./elementwise.ts";
 import { sumToShape } from "./reduce_axes.ts";
@@ -46,6 +46,22 @@ export function addRelu(a: Tensor, b: Tensor): Tensor {
 export function sub(a: Tensor, b: Tensor): Tensor {
   const out = mapElements("sub", "a - b", [a, b]);
   return record("sub", [a, b], out, (dy) => [sumToShape(dy, a.shape), gradTo("sub.backward", "-a", [dy], b)]);
+}
+
+/**
+ * (a - b) / c in one pass: a model's input normalisation (x - mean) / std per channel, which as
+ * sub then div writes and re-reads the whole batch once more. Gradients, each summed back to
+ * its input's shape and computed only for inputs that need one (mean and std are constants):
+ * da = dy / c, db = -dy / c, dc = -dy * out / c.
+ */
+export function subDiv(a: Tensor, b: Tensor, c: Tensor): Tensor {
+  const out = mapElements("subDiv", "(a - b) / c", [a, b, c]);
+  const [wantA, wantB, wantC] = [a, b, c].map((t) => needsGrad(t));
+  return record("subDiv", [a, b, c], out, (dy) => [
+    wantA ? gradTo("subDiv.backward", "a / b", [dy, c], a) : null,
+    wantB ? gradTo("subDiv.backward", "-a / b", [dy, c], b) : null,
+    wantC ? gradTo("subDiv.backward", "-a * b / c", [dy, out, c], c) : null,
+  ]);
 }
 
 export function mul(a: Tensor, b: Tensor): Tensor {

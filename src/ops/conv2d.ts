@@ -311,10 +311,11 @@ function runDirect(
     const pxTile = wide ? 16 : pass.qW >= 8 ? 8 : 4;
     // Small maps (<= 8 rows) take 4-row tiles: ~1.4x on 7x7 and 8x8 maps (measured).
     const rows = (wide || pass.qH <= 8) && pass.qH >= 4 ? 4 : pass.qH >= 2 ? 2 : 1;
-    // Tiles hold whole phases (phases divide 4: see backwardDataDirect). A phased pass takes 8
-    // rows where it can: each weight load then serves 32 pixels of its phase, not 16 (1.09-1.10x
-    // on ResNet-8's stride-2 3x3 data gradients, paired; stride 1 gained nothing from 8 rows).
-    const pyTile = pass.phasesY > 1 && pass.qH >= 8 ? 8 : Math.ceil(rows / pass.phasesY) * pass.phasesY;
+    // Tiles hold whole phases (phases divide 4: see backwardDataDirect). 8-row tiles for phased
+    // passes ran 1.09-1.10x faster on ResNet-8's stride-2 3x3 data gradients (paired) but took
+    // ~66 s each to compile on lavapipe against ~17 s for 4 rows (2048 accumulators instead of
+    // 1024): minutes on a first run and in CI, so tiles stay at 4 rows.
+    const pyTile = Math.ceil(rows / pass.phasesY) * pass.phasesY;
     const source = directConvShader({
       coTile,
       pxTile,
@@ -462,6 +463,9 @@ function filterTiles(g: Conv2dGeometry): { coTile: number; ciTile: number } {
   // below measured 1.5-1.6x faster on ResNet-8's 1x1 stride-2 shortcuts.
   if (taps > 1 && carried && g.outC >= 8) {
     if (8 * 4 * taps <= 288 && g.inC >= 4) return { coTile: 8, ciTile: 4 };
+    // An RGB stem: 3 input channels in one block, none wasted (1.28x over 8x2, paired, on
+    // ResNet-8's 3 -> 16 @32 layer).
+    if (g.inC === 3) return { coTile: 8, ciTile: 3 };
     if (8 * 2 * taps <= budget && g.inC >= 2) return { coTile: 8, ciTile: 2 };
   }
   let coTile = 16 * taps <= budget ? 16 : 8 * taps <= budget ? 8 : 4;

@@ -15,6 +15,7 @@ import {
   upsampleNearestBackwardShader,
   upsampleNearestShader,
 } from "../../shaders/pool.ts";
+import { divisionMagic } from "../../shaders/common.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import { fmt, ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -108,8 +109,9 @@ export function globalAvgPool2d(x: Tensor): Tensor {
   return record(op, [x], out, (dy) => {
     const dx = output(`${op}.backward`, x.shape);
     if (dx.size > 0) {
-      const p = params().u32(dx.size, plane).f32(1 / plane);
-      launch(`${op}.backward`, globalAvgPoolBackwardShader, [dy, dx, p], grid1d(dx.size));
+      const width = plane % 4 === 0 ? 4 : 1;
+      const p = params().u32(dx.size / width).f32(1 / plane).u32(...divisionMagic(plane / width));
+      launch(`${op}.backward`, globalAvgPoolBackwardShader(width), [dy, dx, p], grid1d(dx.size / width));
     }
     return [dx];
   });

@@ -4,10 +4,10 @@
  * 1 - beta^t depend on each parameter's step t, so they are computed here on the host in
  * float64 and passed as uniforms; the kernel source never changes between steps.
  */
-import { adamShader } from "../../shaders/optim.ts";
+import { adamShader, type AdamSpec } from "../../shaders/optim.ts";
 import { grid1d, launch, params } from "../ops/kernel.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { checkHyper, type NamedParams, Optimizer, type ParamState } from "./optimizer.ts";
+import { checkHyper, type NamedParams, Optimizer, type ParamUpdate } from "./optimizer.ts";
 
 export interface AdamOptions {
   params: NamedParams;
@@ -23,7 +23,7 @@ export class Adam extends Optimizer {
   readonly weightDecay: number;
   protected readonly bufferNames: readonly string[] = ["exp_avg", "exp_avg_sq"];
   readonly #decoupled: boolean;
-  readonly #source: string;
+  readonly #spec: AdamSpec;
 
   constructor(
     { params, lr = 1e-3, betas = [0.9, 0.999], eps = 1e-8, weightDecay = 0 }: AdamOptions,
@@ -39,26 +39,23 @@ export class Adam extends Optimizer {
     this.eps = eps;
     this.weightDecay = weightDecay;
     this.#decoupled = decoupled;
-    this.#source = adamShader({ l2: !decoupled && weightDecay > 0, decoupled: decoupled && weightDecay > 0 });
+    this.#spec = { l2: !decoupled && weightDecay > 0, decoupled: decoupled && weightDecay > 0 };
   }
 
-  protected update(param: Tensor, grad: Tensor, state: ParamState): void {
+  protected launchUpdate(group: ParamUpdate[]): void {
     const [beta1, beta2] = this.betas;
-    const t = state.step;
-    const stepSize = this.lr / (1 - beta1 ** t);
-    const biasCorrection2Sqrt = Math.sqrt(1 - beta2 ** t);
     const p = params()
-      .u32(param.size, 0)
       .f32(this.weightDecay, this.#decoupled ? 1 - this.lr * this.weightDecay : 1)
-      .f32(1 - beta1, beta2, 1 - beta2, this.eps)
-      .f32(stepSize, biasCorrection2Sqrt);
-    launch(`${this.name}.step`, this.#source, [
-      param,
-      grad,
-      state.buffers.exp_avg,
-      state.buffers.exp_avg_sq,
-      p,
-    ], grid1d(param.size));
+      .f32(1 - beta1, beta2, 1 - beta2, this.eps, 0, 0);
+    const bindings: Tensor[] = [];
+    let start = 0;
+    for (const { param, grad, state } of group) {
+      const t = state.step;
+      p.u32(start, param.size).f32(this.lr / (1 - beta1 ** t), Math.sqrt(1 - beta2 ** t));
+      start += param.size;
+      bindings.push(param, grad, state.buffers.exp_avg, state.buffers.exp_avg_sq);
+    }
+    launch(`${this.name}.step`, adamShader(this.#spec, group.length), [...bindings, p], grid1d(start));
   }
 }
 

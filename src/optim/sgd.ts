@@ -2,11 +2,11 @@
  * Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay, exactly
  * as torch.optim.SGD (the momentum buffer starts as the first step's gradient).
  */
-import { sgdShader } from "../../shaders/optim.ts";
+import { sgdShader, type SgdSpec } from "../../shaders/optim.ts";
 import { grid1d, launch, params } from "../ops/kernel.ts";
 import { ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { checkHyper, type NamedParams, Optimizer, type ParamState } from "./optimizer.ts";
+import { checkHyper, type NamedParams, Optimizer, type ParamUpdate } from "./optimizer.ts";
 
 export interface SgdOptions {
   params: NamedParams;
@@ -23,7 +23,7 @@ export class SGD extends Optimizer {
   readonly nesterov: boolean;
   readonly weightDecay: number;
   protected readonly bufferNames: readonly string[];
-  readonly #source: string;
+  readonly #spec: SgdSpec;
 
   constructor(
     { params, lr, momentum = 0, dampening = 0, nesterov = false, weightDecay = 0 }: SgdOptions,
@@ -40,14 +40,18 @@ export class SGD extends Optimizer {
     this.nesterov = nesterov;
     this.weightDecay = weightDecay;
     this.bufferNames = momentum > 0 ? ["momentum_buffer"] : [];
-    this.#source = sgdShader({ momentum: momentum > 0, nesterov, weightDecay: weightDecay > 0 });
+    this.#spec = { momentum: momentum > 0, nesterov, weightDecay: weightDecay > 0 };
   }
 
-  protected update(param: Tensor, grad: Tensor, state: ParamState): void {
-    const p = params()
-      .u32(param.size, state.step === 1 ? 1 : 0)
-      .f32(this.lr, this.weightDecay, this.momentum, 1 - this.dampening);
-    const buffers = this.momentum > 0 ? [state.buffers.momentum_buffer] : [];
-    launch("SGD.step", this.#source, [param, grad, ...buffers, p], grid1d(param.size));
+  protected launchUpdate(group: ParamUpdate[]): void {
+    const p = params().f32(this.lr, this.weightDecay, this.momentum, 1 - this.dampening);
+    const bindings: Tensor[] = [];
+    let start = 0;
+    for (const { param, grad, state } of group) {
+      p.u32(start, param.size, state.step === 1 ? 1 : 0, 0);
+      start += param.size;
+      bindings.push(param, grad, ...(this.momentum > 0 ? [state.buffers.momentum_buffer] : []));
+    }
+    launch("SGD.step", sgdShader(this.#spec, group.length), [...bindings, p], grid1d(start));
   }
 }

@@ -9,6 +9,7 @@ import {
   rdivScalar,
   rsubScalar,
   sub,
+  subDiv,
 } from "../../src/ops/arithmetic.ts";
 import { checkOp } from "../helpers/check_op.ts";
 import { type Nd, nd, Rng } from "../helpers/reference.ts";
@@ -119,6 +120,30 @@ for (const b of BINARY) {
     }
   });
 }
+
+gpuTest("subDiv: (a - b) / c in one pass, forward and gradients with broadcasting", async () => {
+  const rng = new Rng(11);
+  const triples: number[][][] = [
+    [[2, 3, 5, 7], [3, 1, 1], [3, 1, 1]], // per-channel normalisation of NCHW
+    [[2, 3, 8], [3, 1], [3, 1]], // the vec4 path, b and c broadcast along the inner dimension
+    [[4, 6], [6], [1]],
+    [[300], [300], [300]], // same shapes: the rank-1 path over several workgroups
+  ];
+  for (const [sa, sb, sc] of triples) {
+    await checkOp({
+      name: `subDiv ${JSON.stringify([sa, sb, sc])}`,
+      inputs: [rng.array(sa), rng.array(sb), rng.array(sc, 0.5, 2)],
+      gpu: (a, b, c) => subDiv(a, b, c),
+      ref: (a, b, c) => broadcastRef(broadcastRef(a, b, (x, y) => x - y), c, (x, y) => x / y),
+      refGrad: (dy, a, b, c) => {
+        const t = broadcastRef(a, b, (x, y) => x - y);
+        const [dt, dc] = broadcastGrad(t, c, dy, (_, y) => 1 / y, (x, y) => -x / (y * y));
+        const [da, db] = broadcastGrad(a, b, dt, () => 1, () => -1);
+        return [da, db, dc];
+      },
+    });
+  }
+});
 
 gpuTest("neg and scalar arithmetic: forward and gradients", async () => {
   const rng = new Rng(7);

@@ -118,8 +118,13 @@ function channelParams(rng: Rng, c: number): { gamma: Nd; beta: Nd; rm: Nd; rv: 
 }
 
 // Plane sizes: not multiples of 4 (scalar path), multiples of 4 (vec4 path), 1x1; channel
-// counts that are not tile multiples; a case with several partial sums per channel.
+// counts that are not tile multiples; a case with several partial sums per channel. From 8
+// channels the cpu reduction finishes each channel in one workgroup (aligned runs, unaligned
+// runs, and runs the 64 lanes take more than once in the last shape).
 const SHAPES: number[][] = [
+  [2, 9, 4, 4],
+  [3, 8, 5, 3],
+  [72, 8, 4, 4],
   [2, 3, 5, 7],
   [3, 5, 4, 4],
   [1, 1, 1, 1],

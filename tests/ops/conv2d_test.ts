@@ -142,9 +142,9 @@ const FIXED: Config[] = [
   cfg({ inC: 6, outC: 18, h: 6, w: 24, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2] }),
   // 1x1 projection shortcut, stride 2, no bias.
   cfg({ inC: 7, outC: 9, h: 7, w: 6, kh: 1, kw: 1, stride: [2, 2], bias: false }),
-  // Strided data gradients with every phase in one pass: 8-row and 16-column tiles over a
-  // partial last tile (3x3 with aligned dy rows, a wide 1x1 shortcut), stride 4 (a patchify
-  // conv); stride 3 runs one pass per phase.
+  // Strided data gradients with every phase in one pass: 16-column tiles over a partial last
+  // tile (3x3 with aligned dy rows, a wide 1x1 shortcut), stride 4 (a patchify conv); stride 3
+  // runs one pass per phase.
   cfg({ batch: 2, inC: 17, outC: 3, h: 18, w: 32, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2] }),
   cfg({ inC: 16, outC: 8, h: 9, w: 20, kh: 1, kw: 1, stride: [2, 2], bias: false }),
   cfg({ inC: 2, outC: 5, h: 12, w: 16, kh: 4, kw: 4, stride: [4, 4] }),

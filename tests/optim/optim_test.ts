@@ -75,12 +75,26 @@ function refAdamStep(x: RefParam, g: Float64Array, h: AdamHyper): void {
 
 // ---- harness --------------------------------------------------------------------------------
 
-const SHAPES: Record<string, number[]> = { "fc.weight": [3, 5], "fc.bias": [7], "conv.weight": [300] };
-/** Steps at which each parameter gets a gradient (conv.weight skips some: it must stay put). */
+/**
+ * Ten small batchnorm-like tensors besides: SGD updates small tensors several per dispatch (at
+ * most 8), so they make two groups, one of them holding a tensor whose first step comes later;
+ * "big.weight" is past the grouping size and gets a dispatch of its own.
+ */
+const SHAPES: Record<string, number[]> = {
+  "fc.weight": [3, 5],
+  "fc.bias": [7],
+  "conv.weight": [300],
+  ...Object.fromEntries(Array.from({ length: 10 }, (_, k) => [`bn${k}.weight`, [k + 2]])),
+  "big.weight": [5000],
+};
+/**
+ * Steps at which each parameter gets a gradient (conv.weight skips some: it must stay put;
+ * bn3.weight starts at step 1, so its first step differs from its group's).
+ */
 const HAS_GRAD: Record<string, (step: number) => boolean> = {
-  "fc.weight": () => true,
-  "fc.bias": () => true,
+  ...Object.fromEntries(Object.keys(SHAPES).map((name) => [name, () => true])),
   "conv.weight": (s) => s % 2 === 0,
+  "bn3.weight": (s) => s >= 1,
 };
 
 function f32(values: ArrayLike<number>): Float64Array {
@@ -304,7 +318,8 @@ gpuTest("optimizers: zeroGrad, no readback in step(), argument and state errors"
   opt.zeroGrad();
   for (const p of run.gpuParams.values()) assert.equal(p.grad, null);
   opt.step(); // nothing has a gradient: nothing changes
-  assert.deepEqual(opt.state().paramSteps, { "fc.weight": 1, "fc.bias": 1, "conv.weight": 1 });
+  const stepped = Object.keys(SHAPES).filter((name) => HAS_GRAD[name](0));
+  assert.deepEqual(opt.state().paramSteps, Object.fromEntries(stepped.map((name) => [name, 1])));
 
   const p = run.gpuParams.get("fc.bias")!;
   p.grad = fromArray(new Float32Array(8), [8]);
