@@ -65,6 +65,38 @@ function flat(size: number): string {
 }`;
 }
 
+/**
+ * Finishing a channel from its totals s = (Σ(x−K), Σ(x−K)²), shared by the finalize kernel and
+ * the reduction that finishes its channels itself: the mean and biased variance, and the running
+ * statistics' update (PyTorch: running = (1 − m)·running + m·batch, the running variance from the
+ * unbiased variance var·M/(M−1)). Needs stats, running_mean, running_var and p.count, p.eps,
+ * p.momentum, p.unbias.
+ */
+const finishStats = /* wgsl */ `
+fn finish_stats(c: u32, s: vec2<f32>, k: f32) {
+  let shifted_mean = s.x / p.count;
+  let mean = k + shifted_mean;
+  let variance = max(s.y / p.count - shifted_mean * shifted_mean, 0.0);
+  stats[c] = vec2<f32>(mean, inverseSqrt(variance + p.eps));
+  running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean;
+  running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * variance * p.unbias;
+}`;
+
+/**
+ * Finishing a channel of the backward from s = (Σdy, Σdy·x̂): dbeta, dgamma and, in training,
+ * the means dx needs (coef). Needs dgamma, dbeta, [coef] and p.count.
+ */
+function finishGrad(training: boolean): string {
+  return wgsl`
+fn finish_grad(c: u32, s: vec2<f32>) {
+  dbeta[c] = s.x;
+  dgamma[c] = s.y;
+#if ${training}
+  coef[c] = s / p.count;
+#endif
+}`;
+}
+
 export interface ChannelSumsSpec {
   /** "stats": Σ(x−K), Σ(x−K)² with K a per-channel shift; "grad": Σdy, Σdy·x̂. */
   kind: "stats" | "grad";
@@ -163,6 +195,7 @@ struct Params {
   unbias: f32,
 }
 ${all}
+${!finalize ? "" : grad ? finishGrad(spec.training ?? false) : finishStats}
 #if ${tree}
 var<workgroup> shared_sums: array<vec2<f32>, ${wg}>;
 #endif
@@ -270,19 +303,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
 #if ${!finalize}
     partials[c * p.parts + wid.x] = s;
 #elif ${grad}
-    dbeta[c] = s.x;
-    dgamma[c] = s.y;
-#if ${spec.training ?? false}
-    coef[c] = s / p.count;
-#endif
+    finish_grad(c, s);
 #else
-    // Mean and biased variance from the shifted sums; the running variance is unbiased.
-    let shifted_mean = s.x / p.count;
-    let mean_c = k${spec.vec4 ? ".x" : ""} + shifted_mean;
-    let variance = max(s.y / p.count - shifted_mean * shifted_mean, 0.0);
-    stats[c] = vec2<f32>(mean_c, inverseSqrt(variance + p.eps));
-    running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean_c;
-    running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * variance * p.unbias;
+    finish_stats(c, s, k${spec.vec4 ? ".x" : ""});
 #endif
   }
 #endif
@@ -310,18 +333,15 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> running_var: array<f32>;
 @group(0) @binding(5) var<uniform> p: Params;
 
+${finishStats}
+
 @compute @workgroup_size(${FINALIZE_WORKGROUP})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let c = gid.x;
   if (c >= p.channels) { return; }
   var s = vec2<f32>(0.0);
   for (var j = 0u; j < p.parts; j++) { s += partials[c * p.parts + j]; }
-  let shifted_mean = s.x / p.count;
-  let mean = x[c * p.plane] + shifted_mean;
-  let variance = max(s.y / p.count - shifted_mean * shifted_mean, 0.0);
-  stats[c] = vec2<f32>(mean, inverseSqrt(variance + p.eps));
-  running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean;
-  running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * variance * p.unbias;
+  finish_stats(c, s, x[c * p.plane]);
 }`;
 
 /**
@@ -437,17 +457,15 @@ struct Params { channels: u32, parts: u32, count: f32 }
 @group(0) @binding(3) var<uniform> p: Params;
 #endif
 
+${finishGrad(training)}
+
 @compute @workgroup_size(${FINALIZE_WORKGROUP})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let c = gid.x;
   if (c >= p.channels) { return; }
   var s = vec2<f32>(0.0);
   for (var j = 0u; j < p.parts; j++) { s += partials[c * p.parts + j]; }
-  dbeta[c] = s.x;
-  dgamma[c] = s.y;
-#if ${training}
-  coef[c] = s / p.count;
-#endif
+  finish_grad(c, s);
 }`;
 }
 
