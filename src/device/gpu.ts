@@ -219,12 +219,28 @@ function quietMesaOnHeadlessLinux(): void {
   }
 }
 
+/**
+ * Asks Mesa's CPU drivers for `threadsPerCpu` workers per logical CPU (see the tunable
+ * `cpuDriverThreadsPerCpu`). Mesa reads `LP_NUM_THREADS` when the driver starts, so this runs
+ * before the first adapter request; other drivers ignore the variable. Mesa caps it at 32.
+ */
+export function spreadCpuDriverWork(threadsPerCpu: number): void {
+  try {
+    if (threadsPerCpu === 1 || Deno.env.get("LP_NUM_THREADS")) return;
+    const threads = Math.min(32, Math.max(1, Math.round(threadsPerCpu * navigator.hardwareConcurrency)));
+    Deno.env.set("LP_NUM_THREADS", String(threads));
+  } catch {
+    // No --allow-env: the driver keeps its default.
+  }
+}
+
 /** Finds an adapter, preferring a real GPU, and creates a device with the limits we need. */
 export async function createGpu(options: InitOptions = {}): Promise<Gpu> {
   if (typeof navigator === "undefined" || !("gpu" in navigator)) {
     throw new NoAdapterError("this runtime has no navigator.gpu");
   }
   quietMesaOnHeadlessLinux();
+  spreadCpuDriverWork(options.tunables?.cpuDriverThreadsPerCpu ?? defaultTunables.cpuDriverThreadsPerCpu);
   const adapter = await navigator.gpu.requestAdapter({
     powerPreference: options.powerPreference ?? "high-performance",
   });

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { sizeClass } from "../../src/device/buffer_pool.ts";
 import { NoAdapterError } from "../../src/device/errors.ts";
+import { spreadCpuDriverWork } from "../../src/device/gpu.ts";
 import { params } from "../../src/device/uniforms.ts";
 import { add } from "../../src/ops/arithmetic.ts";
 import { fromArray, zeros } from "../../src/ops/creation.ts";
@@ -22,6 +23,24 @@ Deno.test("no adapter: a clear error that says how to fix it", async () => {
   assert.match(text, /NoAdapterError: No WebGPU adapter found \(DENO_WEBGPU_BACKEND=metal\)/);
   assert.match(text, /apt-get install mesa-vulkan-drivers/);
   assert.match(new NoAdapterError().message, /GPU: install or update its driver/);
+});
+
+Deno.test("CPU drivers get two worker threads per CPU, unless the user chose a number", () => {
+  const saved = Deno.env.get("LP_NUM_THREADS");
+  try {
+    Deno.env.delete("LP_NUM_THREADS");
+    spreadCpuDriverWork(2);
+    assert.equal(Deno.env.get("LP_NUM_THREADS"), String(Math.min(32, 2 * navigator.hardwareConcurrency)));
+    Deno.env.set("LP_NUM_THREADS", "3");
+    spreadCpuDriverWork(2);
+    assert.equal(Deno.env.get("LP_NUM_THREADS"), "3");
+    Deno.env.delete("LP_NUM_THREADS");
+    spreadCpuDriverWork(1);
+    assert.equal(Deno.env.get("LP_NUM_THREADS"), undefined);
+  } finally {
+    if (saved === undefined) Deno.env.delete("LP_NUM_THREADS");
+    else Deno.env.set("LP_NUM_THREADS", saved);
+  }
 });
 
 gpuTest("adapter: fallback adapter is recognised and limits are raised past the defaults", (gpu) => {
