@@ -13,6 +13,8 @@
  *   2. a finalize kernel, one invocation per channel, adds the partials in a fixed order;
  *   3. `normalizeShader` / `batchNormBackwardDataShader` stream over x (and dy) once more.
  * So the forward reads x twice and writes y once; the backward reads x and dy twice each.
+ * On llvmpipe the three steps can run in one dispatch: one workgroup per channel reduces it,
+ * finishes it and then streams over it again (`ChannelSumsSpec.apply`).
  *
  * Elements are processed in "units": a vec4 of four neighbours when H·W is a multiple of 4
  * (fewer loads and index computations), else single floats. A unit never straddles two
@@ -73,26 +75,73 @@ function flat(size: number): string {
  * p.momentum, p.unbias.
  */
 const finishStats = /* wgsl */ `
-fn finish_stats(c: u32, s: vec2<f32>, k: f32) {
+fn finish_stats(c: u32, s: vec2<f32>, k: f32) -> vec2<f32> {
   let shifted_mean = s.x / p.count;
   let mean = k + shifted_mean;
   let variance = max(s.y / p.count - shifted_mean * shifted_mean, 0.0);
-  stats[c] = vec2<f32>(mean, inverseSqrt(variance + p.eps));
+  let saved = vec2<f32>(mean, inverseSqrt(variance + p.eps));
+  stats[c] = saved;
   running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean;
   running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * variance * p.unbias;
+  return saved;
 }`;
 
 /**
  * Finishing a channel of the backward from s = (Σdy, Σdy·x̂): dbeta, dgamma and, in training,
- * the means dx needs (coef). Needs dgamma, dbeta, [coef] and p.count.
+ * the means dx needs (coef = s / M, returned; stored when `storeCoef`). Needs dgamma, dbeta,
+ * [coef] and p.count.
  */
-function finishGrad(training: boolean): string {
+function finishGrad(storeCoef: boolean): string {
   return wgsl`
-fn finish_grad(c: u32, s: vec2<f32>) {
+fn finish_grad(c: u32, s: vec2<f32>) -> vec2<f32> {
   dbeta[c] = s.x;
   dgamma[c] = s.y;
-#if ${training}
+#if ${storeCoef}
   coef[c] = s / p.count;
+#endif
+  return s / p.count;
+}`;
+}
+
+/**
+ * The elementwise step of each direction on one unit at index u, shared by the streaming passes
+ * and the reduction that also applies its channel (`apply`). Reads the private channel
+ * constants mean, scale, shift (forward); mean, invstd, scale, [shift], mean_dy, mean_dy_xhat
+ * (backward).
+ */
+function normalizeUnit(relu: boolean, residual: boolean): string {
+  return wgsl`
+fn do_unit(u: u32) {
+#if ${residual}
+  let out = bn_affine(x[u], mean, scale, shift) + res[u];
+#else
+  let out = bn_affine(x[u], mean, scale, shift);
+#endif
+#if ${relu}
+  y[u] = max(out, T(0.0));
+#else
+  y[u] = out;
+#endif
+}`;
+}
+
+function backwardDataUnit(training: boolean, relu: boolean): string {
+  const needsX = training || relu;
+  return wgsl`
+fn do_unit(u: u32) {
+#if ${needsX}
+  let v = x[u];
+#endif
+#if ${relu}
+  let g = select(T(0.0), dy[u], bn_affine(v, mean, scale, shift) > T(0.0));
+#else
+  let g = dy[u];
+#endif
+#if ${training}
+  let xhat = (v - T(mean)) * T(invstd);
+  dx[u] = T(scale) * (g - T(mean_dy) - xhat * T(mean_dy_xhat));
+#else
+  dx[u] = T(scale) * g;
 #endif
 }`;
 }
@@ -122,12 +171,21 @@ export interface ChannelSumsSpec {
   finalize?: boolean;
   /** "grad" with `finalize`: also write coef (training). */
   training?: boolean;
+  /**
+   * "cpu" with `finalize` only: the workgroup then runs the elementwise pass over its channel
+   * too, while the channel is still in its core's cache, so a direction is one dispatch:
+   * "stats" writes y (ReLU'd when `relu`), "grad" writes the training dx (coef is not stored).
+   */
+  apply?: boolean;
+  /** "stats" with `apply`: y = bn(x) + res (then ReLU'd when `relu`), a residual join fused in. */
+  residual?: boolean;
 }
 
 /**
  * Per-channel partial sums. Bindings: x, [dy, stats, [gamma, beta]], partials, params; with
  * `finalize` the outputs are instead stats, running_mean, running_var ("stats") or dgamma,
- * dbeta, [coef] ("grad").
+ * dbeta, [coef] ("grad"); with `apply`: x, gamma, beta, [res], stats, running_mean, running_var,
+ * y ("stats") or x, dy, stats, gamma, [beta], dgamma, dbeta, dx ("grad").
  * Units of channel c are numbered u = 0 .. N·(units per plane) − 1, image by image.
  *   "cpu": lane l sums the run of units [l·run, l·run + run) and writes its own partial;
  *   "gpu": lane l (of parts·256) visits units l, l + lanes, ... (coalesced), then the
@@ -141,16 +199,39 @@ export interface ChannelSumsSpec {
  */
 export const channelSumsShader = memoizeShader(generateChannelSumsShader);
 
+/**
+ * WGSL `fn name(c, first)` calling `unit(index)` on the run of units [first, first + run) of
+ * channel c: consecutive addresses when the run lies in one plane (`aligned`), else each unit
+ * is bounds-checked and located on its own.
+ */
+function runFunction(name: string, unit: string, run: number, aligned: boolean): string {
+  return aligned
+    ? `fn ${name}(c: u32, first: u32) {
+  let base = unit_index(c, first);
+  for (var j = 0u; j < ${run}u; j++) { ${unit}(base + j); }
+}`
+    : `fn ${name}(c: u32, first: u32) {
+  for (var j = 0u; j < ${run}u; j++) {
+    let u = first + j;
+    if (u < p.units_per_channel) { ${unit}(unit_index(c, u)); }
+  }
+}`;
+}
+
 function generateChannelSumsShader(spec: ChannelSumsSpec): string {
   const wg = REDUCE_WORKGROUP[spec.variant];
   const grad = spec.kind === "grad";
-  const relu = grad && (spec.relu ?? false);
   const gpu = spec.variant === "gpu";
   const run = spec.run ?? 16;
   const finalize = spec.finalize ?? false;
   // The cpu variant's whole-channel form: runs strided by the workgroup, then a tree.
   const whole = !gpu && finalize;
   const tree = gpu || whole;
+  const apply = whole && (spec.apply ?? false);
+  // "grad": dy is masked by the forward's ReLU; "stats" with apply: y is ReLU'd.
+  const relu = (grad || apply) && (spec.relu ?? false);
+  const maskDy = grad && relu;
+  const residual = apply && !grad && (spec.residual ?? false);
   const aligned = !gpu && (spec.aligned ?? false);
   let b = 0;
   const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
@@ -160,14 +241,14 @@ function generateChannelSumsShader(spec: ChannelSumsSpec): string {
     ...(grad
       ? [bind("var<storage, read> dy: array<T>"), bind("var<storage, read> stats: array<vec2<f32>>")]
       : []),
-    ...(relu
-      ? [bind("var<storage, read> gamma: array<f32>"), bind("var<storage, read> beta: array<f32>")]
-      : []),
+    ...(maskDy || apply ? [bind("var<storage, read> gamma: array<f32>")] : []),
+    ...(maskDy || (apply && !grad) ? [bind("var<storage, read> beta: array<f32>")] : []),
+    ...(residual ? [bind("var<storage, read> res: array<T>")] : []),
     ...(!finalize ? [bind("var<storage, read_write> partials: array<vec2<f32>>")] : grad
       ? [
         bind("var<storage, read_write> dgamma: array<f32>"),
         bind("var<storage, read_write> dbeta: array<f32>"),
-        ...(spec.training ? [bind("var<storage, read_write> coef: array<vec2<f32>>")] : []),
+        ...(spec.training && !apply ? [bind("var<storage, read_write> coef: array<vec2<f32>>")] : []),
       ]
       // The running tensors are bound once, read_write (a buffer bound both read and
       // read_write in one dispatch is a validation error).
@@ -176,6 +257,7 @@ function generateChannelSumsShader(spec: ChannelSumsSpec): string {
         bind("var<storage, read_write> running_mean: array<f32>"),
         bind("var<storage, read_write> running_var: array<f32>"),
       ]),
+    ...(apply ? [bind(`var<storage, read_write> ${grad ? "dx" : "y"}: array<T>`)] : []),
     bind("var<uniform> p: Params"),
   ].join("\n");
   return wgsl`
@@ -195,7 +277,7 @@ struct Params {
   unbias: f32,
 }
 ${all}
-${!finalize ? "" : grad ? finishGrad(spec.training ?? false) : finishStats}
+${!finalize ? "" : grad ? finishGrad((spec.training ?? false) && !apply) : finishStats}
 #if ${tree}
 var<workgroup> shared_sums: array<vec2<f32>, ${wg}>;
 #endif
@@ -204,12 +286,18 @@ var<workgroup> shared_sums: array<vec2<f32>, ${wg}>;
 var<private> sum1: T;
 var<private> sum2: T;
 #if ${grad}
-var<private> mean: f32;
 var<private> invstd: f32;
-var<private> scale: f32;
-var<private> shift: f32;
 #else
 var<private> k: T;
+#endif
+#if ${grad || apply}
+var<private> mean: f32;
+var<private> scale: f32;
+var<private> shift: f32;
+#endif
+#if ${grad && apply}
+var<private> mean_dy: f32;
+var<private> mean_dy_xhat: f32;
 #endif
 
 // Adds the unit at index 'at' of x (and dy).
@@ -217,7 +305,7 @@ fn add_unit(at: u32) {
 #if ${grad}
   let v = x[at];
   let xhat = (v - T(mean)) * T(invstd);
-#if ${relu}
+#if ${maskDy}
   let g = select(T(0.0), dy[at], bn_affine(v, mean, scale, shift) > T(0.0));
 #else
   let g = dy[at];
@@ -238,18 +326,12 @@ fn unit_index(c: u32, u: u32) -> u32 {
 }
 
 // Adds the run of units [first, first + ${run}) of channel c.
-fn add_run(c: u32, first: u32) {
-#if ${aligned}
-  // The run lies in one plane: consecutive addresses.
-  let base = unit_index(c, first);
-  for (var j = 0u; j < ${run}u; j++) { add_unit(base + j); }
-#else
-  for (var j = 0u; j < ${run}u; j++) {
-    let u = first + j;
-    if (u < p.units_per_channel) { add_unit(unit_index(c, u)); }
-  }
+${runFunction("add_run", "add_unit", run, aligned)}
+#if ${apply}
+${grad ? backwardDataUnit(true, relu) : normalizeUnit(relu, residual)}
+// Applies the elementwise step to the run of units [first, first + ${run}) of channel c.
+${runFunction("apply_run", "do_unit", run, aligned)}
 #endif
-}
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>,
@@ -273,8 +355,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
 #if ${grad}
   mean = stats[c].x;
   invstd = stats[c].y;
-#if ${relu}
+#if ${maskDy || apply}
   scale = invstd * gamma[c];
+#endif
+#if ${maskDy}
   shift = beta[c];
 #endif
 #else
@@ -303,11 +387,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
 #if ${!finalize}
     partials[c * p.parts + wid.x] = s;
 #elif ${grad}
-    finish_grad(c, s);
+    ${apply ? "shared_sums[0] =" : "_ ="} finish_grad(c, s);
 #else
-    finish_stats(c, s, k${spec.vec4 ? ".x" : ""});
+    ${apply ? "shared_sums[0] =" : "_ ="} finish_stats(c, s, k${spec.vec4 ? ".x" : ""});
 #endif
   }
+#endif
+#if ${apply}
+  // Lane 0 left the channel's constants in shared_sums[0]: (mean, invstd) or coef.
+  workgroupBarrier();
+  let constants = shared_sums[0];
+#if ${grad}
+  mean_dy = constants.x;
+  mean_dy_xhat = constants.y;
+#else
+  mean = constants.x;
+  scale = constants.y * gamma[c];
+  shift = beta[c];
+#endif
+  for (var first = lid * ${run}u; first < p.units_per_channel; first += ${wg * run}u) { apply_run(c, first); }
 #endif
 }`;
 }
@@ -341,7 +439,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (c >= p.channels) { return; }
   var s = vec2<f32>(0.0);
   for (var j = 0u; j < p.parts; j++) { s += partials[c * p.parts + j]; }
-  finish_stats(c, s, x[c * p.plane]);
+  _ = finish_stats(c, s, x[c * p.plane]);
 }`;
 
 /**
@@ -403,18 +501,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
  */
 export const normalizeShader = memoizeShader(generateNormalizeShader);
 
-function generateNormalizeShader(spec: StreamSpec, relu: boolean): string {
+function generateNormalizeShader(spec: StreamSpec, relu: boolean, residual = false): string {
+  let b = 0;
+  const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
+  const bindings = [
+    bind("var<storage, read> x: array<T>"),
+    bind("var<storage, read> stats: array<vec2<f32>>"),
+    bind("var<storage, read> gamma: array<f32>"),
+    bind("var<storage, read> beta: array<f32>"),
+    ...(residual ? [bind("var<storage, read> res: array<T>")] : []),
+    bind("var<storage, read_write> y: array<T>"),
+    bind("var<uniform> p: Params"),
+  ].join("\n");
   return wgsl`
 ${unitType(spec.vec4)}
 ${affine}
 ${flat(BN_WORKGROUP)}
 struct Params { units: u32, units_per_plane: u32, channels: u32 }
-@group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read> stats: array<vec2<f32>>;
-@group(0) @binding(2) var<storage, read> gamma: array<f32>;
-@group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<T>;
-@group(0) @binding(5) var<uniform> p: Params;
+${bindings}
 
 var<private> mean: f32;
 var<private> scale: f32;
@@ -426,14 +530,7 @@ fn load_channel(c: u32) {
   shift = beta[c];
 }
 
-fn do_unit(u: u32) {
-  let out = bn_affine(x[u], mean, scale, shift);
-#if ${relu}
-  y[u] = max(out, T(0.0));
-#else
-  y[u] = out;
-#endif
-}
+${normalizeUnit(relu, residual)}
 ${streamMain(spec)}`;
 }
 
@@ -465,7 +562,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (c >= p.channels) { return; }
   var s = vec2<f32>(0.0);
   for (var j = 0u; j < p.parts; j++) { s += partials[c * p.parts + j]; }
-  finish_grad(c, s);
+  _ = finish_grad(c, s);
 }`;
 }
 
@@ -517,21 +614,6 @@ fn load_channel(c: u32) {
 #endif
 }
 
-fn do_unit(u: u32) {
-#if ${needsX}
-  let v = x[u];
-#endif
-#if ${relu}
-  let g = select(T(0.0), dy[u], bn_affine(v, mean, scale, shift) > T(0.0));
-#else
-  let g = dy[u];
-#endif
-#if ${training}
-  let xhat = (v - T(mean)) * T(invstd);
-  dx[u] = T(scale) * (g - T(mean_dy) - xhat * T(mean_dy_xhat));
-#else
-  dx[u] = T(scale) * g;
-#endif
-}
+${backwardDataUnit(training, relu)}
 ${streamMain(spec)}`;
 }

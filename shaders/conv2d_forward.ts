@@ -234,7 +234,11 @@ function generateDirectConvShader(s: DirectConvSpec): string {
       for (let r = 0; r < s.pyTile; r++) {
         for (let j = 0; j < s.pxTile; j += width) {
           const lanes = Array.from({ length: width }, (_, k) => `acc_${r}_${j + k}_${v}[${c}]`).join(", ");
-          emit(`  if (qy_${r} < p.q_h && qx_${j} < p.q_w) {`);
+          // Pixels no tap reaches (a strided 1x1 conv's data gradient: 3 phases of 4) add
+          // nothing: when accumulating, their load and store are skipped.
+          const reached = Array.from({ length: width }, (_, k) => pixelTaps(s, r, j + k).length > 0);
+          const skip = reached.includes(true) ? "" : " && p.accumulate == 0u";
+          emit(`  if (qy_${r} < p.q_h && qx_${j} < p.q_w${skip}) {`);
           emit(
             s.vec4Store
               ? `    let o = (plane_out + y_row_${r} + qx_${j}) / 4u;`

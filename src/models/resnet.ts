@@ -7,7 +7,6 @@
  * layer{k}.{i}.shortcut.{0 (conv), 1 (bn)}, linear. Weights exported from such a model load
  * without renaming (BatchNorm's num_batches_tracked entries are ignored).
  */
-import { addRelu } from "../ops/arithmetic.ts";
 import { BatchNorm2d, Conv2d, GlobalAvgPool2d, Linear } from "../nn/layers.ts";
 import { Module, Sequential } from "../nn/module.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -49,8 +48,11 @@ export class BasicBlock extends Module implements Block {
   }
 
   forward(x: Tensor): Tensor {
-    const out = this.bn2.forward(this.conv2.forward(this.bn1.forwardRelu(this.conv1.forward(x))));
-    return addRelu(out, this.shortcut ? this.shortcut.forward(x) : x);
+    // The shortcut first: its output joins in bn2's pass, and in the backward the shortcut's
+    // data gradient then comes last and adds into the one conv1 wrote.
+    const shortcut = this.shortcut ? this.shortcut.forward(x) : x;
+    const out = this.conv2.forward(this.bn1.forwardRelu(this.conv1.forward(x)));
+    return this.bn2.forwardAddRelu(out, shortcut);
   }
 }
 
@@ -85,10 +87,10 @@ export class Bottleneck extends Module implements Block {
   }
 
   forward(x: Tensor): Tensor {
+    const shortcut = this.shortcut ? this.shortcut.forward(x) : x;
     let y = this.bn1.forwardRelu(this.conv1.forward(x));
     y = this.bn2.forwardRelu(this.conv2.forward(y));
-    y = this.bn3.forward(this.conv3.forward(y));
-    return addRelu(y, this.shortcut ? this.shortcut.forward(x) : x);
+    return this.bn3.forwardAddRelu(this.conv3.forward(y), shortcut);
   }
 }
 

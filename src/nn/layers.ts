@@ -93,12 +93,21 @@ export class BatchNorm2d extends Module {
     return this.#apply(x, true);
   }
 
-  #apply(x: Tensor, relu: boolean): Tensor {
+  /**
+   * relu(batchnorm(x) + residual) in one fused kernel: a residual block's join, without writing
+   * and re-reading batchnorm(x) for a separate add.
+   */
+  forwardAddRelu(x: Tensor, residual: Tensor): Tensor {
+    return this.#apply(x, true, residual);
+  }
+
+  #apply(x: Tensor, relu: boolean, residual?: Tensor): Tensor {
     return batchNorm2d(x, this.weight, this.bias, this.runningMean, this.runningVar, {
       training: this.training,
       momentum: this.options.momentum ?? 0.1,
       eps: this.options.eps ?? 1e-5,
       relu,
+      residual,
     });
   }
 }

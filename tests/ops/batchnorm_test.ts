@@ -15,6 +15,8 @@ interface RefOptions {
   momentum?: number;
   eps?: number;
   relu?: boolean;
+  /** Added before the ReLU: relu(bn(x) + residual). */
+  residual?: Nd;
 }
 
 interface RefStats {
@@ -67,13 +69,13 @@ function refForward(x: Nd, g: Nd, b: Nd, rm: Nd, rv: Nd, o: RefOptions): Nd {
   const s = refStats(x, rm, rv, o);
   const y = nd(x.shape);
   forEachElement(x, (i, ch) => {
-    const v = (x.data[i] - s.mean[ch]) * s.invstd[ch] * g.data[ch] + b.data[ch];
+    const v = (x.data[i] - s.mean[ch]) * s.invstd[ch] * g.data[ch] + b.data[ch] + (o.residual?.data[i] ?? 0);
     y.data[i] = o.relu ? Math.max(v, 0) : v;
   });
   return y;
 }
 
-/** Float64 backward: [dx, dgamma, dbeta]. */
+/** Float64 backward: [dx, dgamma, dbeta] (and d residual when there is one). */
 function refBackward(dy: Nd, x: Nd, g: Nd, b: Nd, rm: Nd, rv: Nd, o: RefOptions): Nd[] {
   const c = x.shape[1], count = x.data.length / c;
   const s = refStats(x, rm, rv, o);
@@ -81,7 +83,7 @@ function refBackward(dy: Nd, x: Nd, g: Nd, b: Nd, rm: Nd, rv: Nd, o: RefOptions)
   const dgamma = nd([c]), dbeta = nd([c]);
   forEachElement(x, (i, ch) => {
     xhat.data[i] = (x.data[i] - s.mean[ch]) * s.invstd[ch];
-    const y = xhat.data[i] * g.data[ch] + b.data[ch];
+    const y = xhat.data[i] * g.data[ch] + b.data[ch] + (o.residual?.data[i] ?? 0);
     gy.data[i] = o.relu && !(y > 0) ? 0 : dy.data[i];
     dbeta.data[ch] += gy.data[i];
     dgamma.data[ch] += gy.data[i] * xhat.data[i];
@@ -93,7 +95,7 @@ function refBackward(dy: Nd, x: Nd, g: Nd, b: Nd, rm: Nd, rv: Nd, o: RefOptions)
       ? k * (gy.data[i] - dbeta.data[ch] / count - xhat.data[i] * dgamma.data[ch] / count)
       : k * gy.data[i];
   });
-  return [dx, dgamma, dbeta];
+  return o.residual ? [dx, dgamma, dbeta, gy] : [dx, dgamma, dbeta];
 }
 
 const VARIANTS: BatchNormVariant[] = ["cpu", "gpu"];
@@ -229,6 +231,41 @@ for (const v of VARIANTS) {
       }
     });
   });
+  gpuTest(`batchNorm2d (${v} reduction): residual join relu(bn(x) + r), training and eval`, async () => {
+    await withVariant(v, async () => {
+      const rng = new Rng(51);
+      // One dispatch per direction from 8 channels on the cpu variant (aligned and unaligned
+      // runs), separate passes below.
+      for (const shape of [[2, 9, 4, 4], [3, 8, 5, 3], [2, 3, 5, 7], [1, 4, 2, 4]]) {
+        for (const training of [true, false]) {
+          for (const relu of [true, false]) {
+            const c = shape[1];
+            const { gamma, beta, rm, rv } = channelParams(rng, c);
+            const [rmT, rvT] = [rm, rv].map((a) => fromArray(Float32Array.from(a.data), a.shape));
+            const stats = training ? [nd([c]), nd([c], new Array(c).fill(1))] : [f32Round(rm), f32Round(rv)];
+            const o = { training, relu };
+            await checkOp({
+              name: `batchNorm2d residual training=${training} relu=${relu} ${JSON.stringify(shape)}`,
+              inputs: [rng.array(shape, -2, 2), gamma, beta, rng.array(shape, -1, 1)],
+              gpu: (x, g, b, r) =>
+                training
+                  ? batchNorm2d(x, g, b, zeros([c]), ones([c]), { ...o, residual: r })
+                  : batchNorm2d(x, g, b, rmT, rvT, { ...o, residual: r }),
+              ref: (x, g, b, r) => refForward(x, g, b, stats[0], stats[1], { ...o, residual: r }),
+              refGrad: (dy, x, g, b, r) =>
+                refBackward(dy, x, g, b, stats[0], stats[1], { ...o, residual: r }),
+              tol: { rtol: 1e-4, atol: 2e-4 },
+              gradTol: { rtol: 1e-3, atol: 5e-4 },
+              fdSamples: 8,
+              eps: training ? undefined : 1e-8,
+            });
+            rmT.dispose();
+            rvT.dispose();
+          }
+        }
+      }
+    });
+  });
 }
 
 gpuTest("batchNorm2d: a channel too large for one partial per 32 units (longer runs)", async () => {
@@ -317,6 +354,10 @@ gpuTest("batchNorm2d: errors name the op and the shapes", () => {
   assert.throws(
     () => batchNorm2d(x, c3, c3, c3, c3, { training: true }),
     /batchNorm2d: runningMean and runningVar must be different tensors/,
+  );
+  assert.throws(
+    () => batchNorm2d(x, c3, c3, c3, v3, { training: true, relu: true, residual: zeros([2, 3, 4, 5]) }),
+    /batchNorm2d: residual \[2, 3, 4, 5\] must have the shape of x \[2, 3, 4, 4\]/,
   );
   assert.throws(
     () => batchNorm2d(zeros([0, 3, 4, 4]), c3, c3, c3, v3, { training: true }),
