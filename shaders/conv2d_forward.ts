@@ -289,15 +289,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
 /**
  * Packs conv weights into uniform-buffer chunks for the direct kernel, whose input channels
- * are `a` and output channels `b`: forward a = Cin, b = Cout (w is [b, a, T]); data gradient
- * a = Cout, b = Cin (w is [a, b, T], `transposed`), T = kh*kw taps. Chunk (bc, ac) holds
+ * are `a` and output channels `b`: forward a = Cin, b = Cout; data gradient a = Cout, b = Cin
+ * (`transposed`); w is [Cout, Cin, T], T = kh*kw taps. Chunk (bc, ac) holds
  * a in [ac*ciChunk, ...) x all taps x b in [bc*coChunk, ...) as
  * packed[(a_local * T + t) * coChunk + b_local], zero-padded past a_count / b_count; chunks
  * start every `chunk_stride` floats, a multiple of the uniform binding offset alignment.
- * Grid: x = position within the chunk, y = ac, z = bc. The chunk shape is compiled in, so the
- * index math divides by constants (an integer division by a runtime value is a slow scalar
- * loop on llvmpipe), and only the chunk's ciChunk*T*coChunk floats are written: the kernel
- * never reads the rest of its 64 KiB window.
+ * The chunk shape is compiled in, so the index math divides by constants (an integer division
+ * by a runtime value is a slow scalar loop on llvmpipe), and only the chunk's
+ * ciChunk*T*coChunk floats are written: the kernel never reads the rest of its 64 KiB window.
  */
 export interface PackSpec {
   taps: number;
@@ -306,26 +305,46 @@ export interface PackSpec {
   transposed: boolean;
 }
 
-export const packWeightsShader = memoizeShader((s: PackSpec) => /* wgsl */ `
-struct Params { chunk_stride: u32, a_chunks: u32, a_count: u32, b_count: u32 }
+/**
+ * One dispatch writes every layout in `specs` (the forward one, and the data gradient's when the
+ * backward will need it: one dispatch less per conv and step). Bindings: w, packed_0, ...,
+ * params. Grid: x = position within a chunk, y = ac, z = the chunks (bc) of layout 0, then
+ * those of layout 1.
+ */
+export const packWeightsShader = memoizeShader((specs: PackSpec[]) => {
+  const layouts = specs.map((s, k) => /* wgsl */ `
+fn pack_${k}(within: u32, ac: u32, bc: u32) {
+  if (within >= ${s.ciChunk * s.taps * s.coChunk}u || ac >= p.layouts[${k}].y) { return; }
+  let rest = within / ${s.coChunk}u;
+  let b = bc * ${s.coChunk}u + within % ${s.coChunk}u;
+  let t = rest % ${s.taps}u;
+  let a = ac * ${s.ciChunk}u + rest / ${s.taps}u;
+  var value = 0.0;
+  if (a < ${s.transposed ? "p.cout" : "p.cin"} && b < ${s.transposed ? "p.cin" : "p.cout"}) {
+    value = w[${s.transposed ? "(a * p.cin + b)" : "(b * p.cin + a)"} * ${s.taps}u + t];
+  }
+  packed_${k}[(bc * p.layouts[${k}].y + ac) * p.layouts[${k}].x + within] = value;
+}`);
+  const bindings = specs.map((_, k) =>
+    `@group(0) @binding(${k + 1}) var<storage, read_write> packed_${k}: array<f32>;`
+  );
+  return /* wgsl */ `
+// Per layout: (chunk_stride, a_chunks, b_chunks, 0).
+struct Params { cout: u32, cin: u32, _pad0: u32, _pad1: u32, layouts: array<vec4<u32>, ${specs.length}> }
 @group(0) @binding(0) var<storage, read> w: array<f32>;
-@group(0) @binding(1) var<storage, read_write> packed: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
+${bindings.join("\n")}
+@group(0) @binding(${specs.length + 1}) var<uniform> p: Params;
+${layouts.join("\n")}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let within = gid.x;
-  if (within >= ${s.ciChunk * s.taps * s.coChunk}u) { return; }
-  let rest = within / ${s.coChunk}u;
-  let b = gid.z * ${s.coChunk}u + within % ${s.coChunk}u;
-  let t = rest % ${s.taps}u;
-  let a = gid.y * ${s.ciChunk}u + rest / ${s.taps}u;
-  var value = 0.0;
-  if (a < p.a_count && b < p.b_count) {
-    value = w[${s.transposed ? "(a * p.b_count + b)" : "(b * p.a_count + a)"} * ${s.taps}u + t];
+  ${
+    specs.length === 1
+      ? "pack_0(gid.x, gid.y, gid.z);"
+      : "if (gid.z < p.layouts[0].z) { pack_0(gid.x, gid.y, gid.z); } else { pack_1(gid.x, gid.y, gid.z - p.layouts[0].z); }"
   }
-  packed[(gid.z * p.a_chunks + gid.y) * p.chunk_stride + within] = value;
-}`);
+}`;
+});
 
 /**
  * Uniform block shared by the tiled-GEMM conv kernels (GPU variant): the conv geometry and

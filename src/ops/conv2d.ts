@@ -131,17 +131,20 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor, options: Conv2d
   if (bias && (bias.rank !== 1 || bias.shape[0] !== g.outC)) {
     throw new ShapeError(op, `bias ${fmt(bias.shape)} must be [${g.outC}] for weight ${fmt(weight.shape)}`);
   }
-  const y = output(op, [g.batch, g.outC, g.outH, g.outW]);
-  if (y.size > 0) {
-    if (variantOf(options) === "cpu") forwardDirect(op, x, weight, bias, y, g);
-    else forwardGemm(op, x, weight, bias, y, g);
-  }
   // Decided now, while the tape knows which inputs are tracked: attacks need only dx, a
   // first layer needs no dx, frozen layers need no dw.
   const wantX = needsGrad(x), wantW = needsGrad(weight), wantB = bias ? needsGrad(bias) : false;
+  const y = output(op, [g.batch, g.outC, g.outH, g.outW]);
+  // cpu: the data gradient's packed weights, made with the forward's (the weights do not
+  // change in between; owned by the recording scope if the backward never runs).
+  let dataPack: PackedWeights | undefined;
+  if (y.size > 0) {
+    if (variantOf(options) === "cpu") dataPack = forwardDirect(op, x, weight, bias, y, g, wantX);
+    else forwardGemm(op, x, weight, bias, y, g);
+  }
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return record(op, inputs, y, (dy, takeGradient) => [
-    wantX ? conv2dBackwardData(dy, weight, x.shape, options, takeGradient(0)) : null,
+    wantX ? backwardData(dy, weight, x.shape, options, takeGradient(0), dataPack) : null,
     wantW ? conv2dBackwardFilter(x, dy, weight.shape, options) : null,
     ...(bias ? [wantB ? sum(dy, { axes: [0, 2, 3] }) : null] : []),
   ]);
@@ -166,6 +169,18 @@ export function conv2dBackwardData(
   options: Conv2dOptions = {},
   addTo?: Tensor,
 ): Tensor {
+  return backwardData(dy, weight, xShape, options, addTo);
+}
+
+/** conv2dBackwardData, on cpu with the weights packed already when `packed` is given (consumed). */
+function backwardData(
+  dy: Tensor,
+  weight: Tensor,
+  xShape: Shape,
+  options: Conv2dOptions,
+  addTo?: Tensor,
+  packed?: PackedWeights,
+): Tensor {
   const op = "conv2d.backwardData";
   checkFloat(op, dy, weight);
   const g = conv2dGeometry(op, xShape, weight.shape, options);
@@ -173,19 +188,27 @@ export function conv2dBackwardData(
   if (addTo && !sameShape(addTo.shape, xShape)) {
     throw new ShapeError(op, `addTo ${fmt(addTo.shape)} must be the input shape ${fmt(xShape)}`);
   }
-  if (addTo && variantOf(options) === "cpu") {
-    if (addTo.size > 0) backwardDataDirect(op, dy, weight, addTo, g, true);
-    return addTo;
-  }
-  const dx = output(op, xShape);
-  if (dx.size > 0) {
-    if (variantOf(options) === "cpu") backwardDataDirect(op, dy, weight, dx, g, false);
-    else {
-      const { p, grid } = gemmLaunch(g, g.inC, g.batch * g.inH * g.inW, g.outC * g.kh * g.kw);
-      launch(op, backwardDataGemmShader, [dy, weight, dx, p], grid);
+  try {
+    if (addTo && variantOf(options) === "cpu") {
+      if (addTo.size > 0) backwardDataDirect(op, dy, weight, addTo, g, true, packed);
+      return addTo;
     }
+    const dx = output(op, xShape);
+    if (dx.size > 0) {
+      if (variantOf(options) === "cpu") backwardDataDirect(op, dy, weight, dx, g, false, packed);
+      else {
+        const { p, grid } = gemmLaunch(g, g.inC, g.batch * g.inH * g.inW, g.outC * g.kh * g.kw);
+        launch(op, backwardDataGemmShader, [dy, weight, dx, p], grid);
+      }
+    }
+    return addTo ? addInto(addTo, dx) : dx;
+  } finally {
+    packed?.scratch.dispose();
   }
-  if (!addTo) return dx;
+}
+
+/** addTo + dx as a new tensor; both inputs are consumed. */
+function addInto(addTo: Tensor, dx: Tensor): Tensor {
   const total = add(addTo, dx);
   addTo.dispose();
   dx.dispose();
@@ -228,17 +251,19 @@ interface PackedWeights {
   stride: number;
 }
 
-/**
- * Packs weights into uniform chunks of <= 64 KiB: input channels (a) x taps x output channels
- * (b). The forward pass has a = Cin, b = Cout; the data gradient a = Cout, b = Cin
- * (`transposed`). Prefer wide output-channel chunks (fewer passes over the input), and split
- * input channels only when even one output tile does not fit (its chunks then accumulate).
- */
-function packWeights(op: string, weight: Tensor, transposed: boolean, coTile: number): PackedWeights {
-  const [d0, d1, kh, kw] = weight.shape;
+/** Which packed layout: the forward pass's, or the data gradient's (`transposed`). */
+interface PackLayout {
+  transposed: boolean;
+  /** Output-channel tile of the kernel that reads it (chunks hold whole tiles). */
+  coTile: number;
+}
+
+/** The chunks of one packed layout of weights [Cout, Cin, kh, kw] (see packWeights). */
+function packPlan(weightShape: Shape, { transposed, coTile }: PackLayout): Omit<PackedWeights, "scratch"> {
+  const [cout, cin, kh, kw] = weightShape;
   const taps = kh * kw;
-  const [a, b] = transposed ? [d0, d1] : [d1, d0];
   const max = CONV_TUNING.uniformFloats;
+  const [a, b] = transposed ? [cout, cin] : [cin, cout];
   const bPadded = Math.ceil(b / coTile) * coTile;
   let coChunk: number, ciChunk: number;
   if (a * taps * coTile <= max) {
@@ -251,17 +276,48 @@ function packWeights(op: string, weight: Tensor, transposed: boolean, coTile: nu
   const aChunks = Math.ceil(a / ciChunk), bChunks = Math.ceil(b / coChunk);
   const align = currentGpu().limits.minUniformBufferOffsetAlignment / 4;
   const stride = Math.ceil((ciChunk * taps * coChunk) / align) * align;
-  // Every binding is a full 64 KiB window, so the scratch extends that far past the last chunk.
-  const total = (aChunks * bChunks - 1) * stride + max;
-  const scratch = Tensor.empty([total], "f32", op);
-  const source = packWeightsShader({ taps, ciChunk, coChunk, transposed });
-  const p = params().u32(stride, aChunks, a, b);
-  launch(op + ".pack", source, [weight, scratch, p], [
-    Math.ceil((ciChunk * taps * coChunk) / 256),
-    aChunks,
-    bChunks,
+  return { coChunk, ciChunk, aChunks, bChunks, stride };
+}
+
+/**
+ * Data-gradient packs kept from a forward pass to its backward at most this many 64 KiB chunks
+ * (1 MiB; ResNet-8's largest is 4): a wide layer's pack would hold many MiB per layer for the
+ * whole forward, so those pack again in the backward instead.
+ */
+const MAX_HELD_DATA_CHUNKS = 16;
+
+/**
+ * Packs weights into uniform chunks of <= 64 KiB: input channels (a) x taps x output channels
+ * (b). The forward pass has a = Cin, b = Cout; the data gradient a = Cout, b = Cin
+ * (`transposed`). Prefer wide output-channel chunks (fewer passes over the input), and split
+ * input channels only when even one output tile does not fit (its chunks then accumulate).
+ * Every layout asked for is written by one dispatch.
+ */
+function packWeights(op: string, weight: Tensor, layouts: PackLayout[]): PackedWeights[] {
+  const [cout, cin, kh, kw] = weight.shape;
+  const taps = kh * kw;
+  const packs = layouts.map((layout): PackedWeights => {
+    const plan = packPlan(weight.shape, layout);
+    // Every binding is a full 64 KiB window, so the scratch extends that far past the last chunk.
+    const floats = (plan.aChunks * plan.bChunks - 1) * plan.stride + CONV_TUNING.uniformFloats;
+    return { ...plan, scratch: Tensor.empty([floats], "f32", op) };
+  });
+  const source = packWeightsShader(
+    packs.map((k, i) => ({
+      taps,
+      ciChunk: k.ciChunk,
+      coChunk: k.coChunk,
+      transposed: layouts[i].transposed,
+    })),
+  );
+  const p = params().u32(cout, cin, 0, 0);
+  for (const k of packs) p.u32(k.stride, k.aChunks, k.bChunks, 0);
+  launch(op + ".pack", source, [weight, ...packs.map((k) => k.scratch), p], [
+    Math.ceil(Math.max(...packs.map((k) => k.ciChunk * taps * k.coChunk)) / 256),
+    Math.max(...packs.map((k) => k.aChunks)),
+    packs.reduce((sum, k) => sum + k.bChunks, 0),
   ]);
-  return { scratch, coChunk, ciChunk, aChunks, bChunks, stride };
+  return packs;
 }
 
 /**
@@ -378,9 +434,18 @@ function forwardDirect(
   bias: Tensor | undefined,
   y: Tensor,
   g: Conv2dGeometry,
-) {
+  /**
+   * Also pack the weights for the data gradient, in the same dispatch, and return them (when
+   * they are small: MAX_HELD_DATA_CHUNKS).
+   */
+  packForData: boolean,
+): PackedWeights | undefined {
   const taps = forwardTaps(g);
-  const packed = packWeights(op, w, false, directCoTile(g.outC));
+  const layouts = [{ transposed: false, coTile: directCoTile(g.outC) }];
+  const dataLayout = { transposed: true, coTile: directCoTile(g.inC) };
+  const dataPlan = packPlan(w.shape, dataLayout);
+  if (packForData && dataPlan.aChunks * dataPlan.bChunks <= MAX_HELD_DATA_CHUNKS) layouts.push(dataLayout);
+  const [packed, dataPack] = packWeights(op, w, layouts);
   const pass = {
     taps: [taps],
     phasesY: 1,
@@ -396,6 +461,7 @@ function forwardDirect(
   };
   runDirect(op, x, packed, y, bias, [pass], g.kh * g.kw);
   packed.scratch.dispose();
+  return dataPack;
 }
 
 function backwardDataDirect(
@@ -405,8 +471,9 @@ function backwardDataDirect(
   dx: Tensor,
   g: Conv2dGeometry,
   accumulate: boolean,
+  prepacked?: PackedWeights,
 ) {
-  const packed = packWeights(op, w, true, directCoTile(g.inC));
+  const packed = prepacked ?? packWeights(op, w, [{ transposed: true, coTile: directCoTile(g.inC) }])[0];
   const phases = dataGradientPhases(g);
   const oneStep = { strideY: 1, strideX: 1 };
   // Strides that divide 4 divide every tile (4, 8 or 16 columns; rows rounded up): all phases
