@@ -15,10 +15,14 @@
  * broadcast along it as one float for all four. On llvmpipe a storage access compiles to a loop
  * over the SIMD lanes whatever its width, so this moves a tensor with a quarter of the accesses
  * (measured ~2x faster on large same-shape tensors, 4x on a per-channel broadcast).
+ *
+ * `run`: each invocation then takes 4 consecutive units along the innermost dimension, so the
+ * index math runs once per 4 units and an input broadcast along that dimension (a per-channel
+ * constant) is loaded once for all of them.
  */
 import { fastDivision, flatIndex, memoizeShader, WORKGROUP_1D } from "./common.ts";
 
-/** Units per invocation of the rank-1 form (see `ElementwiseSpec.run`). */
+/** Units per invocation when the innermost dimension divides into runs (see `ElementwiseSpec.run`). */
 export const ELEMENTWISE_RUN = 4;
 
 /** Largest rank the kernel supports. */
@@ -43,9 +47,11 @@ export interface ElementwiseSpec {
    */
   innerStride: number[];
   /**
-   * Outputs (or vec4s) per invocation, consecutive: more than 1 only for rank 1, whose index
-   * needs no division. On llvmpipe a run of 4 streams faster than one unit per invocation
-   * (fewer invocations, each with its own index math and bounds check).
+   * Outputs (or vec4s) per invocation, consecutive along the innermost dimension, which it
+   * divides: the index math runs once per run, and an input broadcast along that dimension is
+   * loaded once for the run. On llvmpipe a run of 4 streams faster than one unit per invocation
+   * (fewer invocations, each with its own index math, bounds check and broadcast loads;
+   * measurements in src/ops/elementwise.ts).
    */
   run: number;
   /** Extra WGSL functions the expression calls. */
@@ -72,7 +78,8 @@ function generateElementwiseShader(spec: ElementwiseSpec): string {
     if (known === 0) return [];
     return [`at_${name} += ${known === 1 ? coord : `${coord} * ${stride(input, d)}`};`];
   };
-  const lines: string[] = [`var rest = i;`, ...names.map((name) => `var at_${name} = 0u;`)];
+  // The index math of the run's first unit; unit u of the run is u innermost steps further.
+  const lines: string[] = [`var rest = first;`, ...names.map((name) => `var at_${name} = 0u;`)];
   for (let d = spec.rank - 1; d > 0; d--) {
     lines.push(`{`);
     lines.push(`  let q = div_magic(rest, p.magic[${Math.floor(d / 2)}].${d % 2 === 0 ? "xy" : "zw"});`);
@@ -82,7 +89,16 @@ function generateElementwiseShader(spec: ElementwiseSpec): string {
   }
   // The outermost coordinate is what is left: no division.
   names.forEach((name, input) => lines.push(...term(name, input, 0, "rest")));
-  names.forEach((name) => lines.push(`let ${name} = in_${name}[at_${name}];`));
+  // Loads: inputs broadcast along the innermost dimension once per run, the others per unit.
+  const step = (input: number) => {
+    const known = spec.innerStride[input];
+    return known === 1 ? "unit" : `unit * ${stride(input, spec.rank - 1)}`;
+  };
+  const hoisted = names.filter((_, input) => spec.innerStride[input] === 0)
+    .map((name) => `let ${name} = in_${name}[at_${name}];`);
+  const perUnit = names.map((name, input) =>
+    spec.innerStride[input] === 0 ? "" : `let ${name} = in_${name}[at_${name} + ${step(input)}];`
+  ).filter((l) => l);
   const component = (c: string) =>
     `apply(${names.map((n, input) => isVec(input) ? `${n}.${c}` : n).join(", ")}, s0, s1)`;
   const value = vec4
@@ -114,10 +130,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
   let s0 = p.s0;
   let s1 = p.s1;
   let first = flat_index(gid, nwg) * ${spec.run}u;
+  if (first >= p.n) { return; }
+  ${lines.join("\n  ")}
+  ${hoisted.join("\n  ")}
   for (var unit = 0u; unit < ${spec.run}u; unit++) {
     let i = first + unit;
     if (i >= p.n) { return; }
-    ${lines.join("\n    ")}
+    ${perUnit.join("\n    ")}
     out[i] = ${value};
   }
 }`;

@@ -55,7 +55,10 @@ export function mapElements(op: string, expr: string, inputs: Tensor[], options:
   }
   const innerStride = inner.map((v) => (v <= 1 ? v : -1));
   const k = inputs.length as 1 | 2 | 3;
-  const run = rank === 1 ? ELEMENTWISE_RUN : 1;
+  // Runs along the innermost dimension where it divides into them (rank 1: the bound check
+  // ends the last one). Paired A/B against one unit per invocation: x - mean / std per channel
+  // of [64, 3, 32, 32] 1.27x, a per-channel bias add on [64, 16, 32, 32] 1.68x.
+  const run = rank === 1 || dims[rank - 1] % ELEMENTWISE_RUN === 0 ? ELEMENTWISE_RUN : 1;
   const source = elementwiseShader({
     expr,
     inputs: k,

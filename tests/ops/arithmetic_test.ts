@@ -102,6 +102,11 @@ const SHAPE_PAIRS: [number[], number[]][] = [
   [[2, 1, 3, 1, 2, 5], [3, 4, 1, 5]], // rank 6
   [[300], [300]], // more than one workgroup
   [[4, 257], [4, 257]], // the vec4 path over more than one workgroup
+  // Runs of 4 vec4s along an inner dimension of 16+ floats: b loaded once per run (broadcast along
+  // it), or per unit; over more than one workgroup.
+  [[2, 3, 64], [3, 1]],
+  [[3, 16], [16]],
+  [[300, 16], [300, 1]],
 ];
 
 for (const b of BINARY) {
@@ -126,6 +131,7 @@ gpuTest("subDiv: (a - b) / c in one pass, forward and gradients with broadcastin
   const triples: number[][][] = [
     [[2, 3, 5, 7], [3, 1, 1], [3, 1, 1]], // per-channel normalisation of NCHW
     [[2, 3, 8], [3, 1], [3, 1]], // the vec4 path, b and c broadcast along the inner dimension
+    [[2, 3, 8, 8], [3, 1, 1], [3, 1, 1]], // runs of 4 vec4s, b and c loaded once per run
     [[4, 6], [6], [1]],
     [[300], [300], [300]], // same shapes: the rank-1 path over several workgroups
   ];
