@@ -179,13 +179,19 @@ export interface ChannelSumsSpec {
   apply?: boolean;
   /** "stats" with `apply`: y = bn(x) + res (then ReLU'd when `relu`), a residual join fused in. */
   residual?: boolean;
+  /**
+   * "stats" with `apply`: the statistics come from the producer's per-part moments of x
+   * (ChannelMoments: moments[c * parts + j] = (count, mean, M2, 0)), merged in a fixed order by
+   * Chan et al.'s pairwise update, instead of a pass over x: x is read once, to normalise it.
+   */
+  moments?: boolean;
 }
 
 /**
  * Per-channel partial sums. Bindings: x, [dy, stats, [gamma, beta]], partials, params; with
  * `finalize` the outputs are instead stats, running_mean, running_var ("stats") or dgamma,
- * dbeta, [coef] ("grad"); with `apply`: x, gamma, beta, [res], stats, running_mean, running_var,
- * y ("stats") or x, dy, stats, gamma, [beta], dgamma, dbeta, dx ("grad").
+ * dbeta, [coef] ("grad"); with `apply`: x, [moments], gamma, beta, [res], stats, running_mean,
+ * running_var, y ("stats") or x, dy, stats, gamma, [beta], dgamma, dbeta, dx ("grad").
  * Units of channel c are numbered u = 0 .. N·(units per plane) − 1, image by image.
  *   "cpu": lane l sums the run of units [l·run, l·run + run) and writes its own partial;
  *   "gpu": lane l (of parts·256) visits units l, l + lanes, ... (coalesced), then the
@@ -232,12 +238,14 @@ function generateChannelSumsShader(spec: ChannelSumsSpec): string {
   const relu = (grad || apply) && (spec.relu ?? false);
   const maskDy = grad && relu;
   const residual = apply && !grad && (spec.residual ?? false);
+  const fromMoments = apply && !grad && (spec.moments ?? false);
   const aligned = !gpu && (spec.aligned ?? false);
   let b = 0;
   const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
   // Inputs, outputs, then the uniform block.
   const all = [
     bind("var<storage, read> x: array<T>"),
+    ...(fromMoments ? [bind("var<storage, read> moments: array<vec4<f32>>")] : []),
     ...(grad
       ? [bind("var<storage, read> dy: array<T>"), bind("var<storage, read> stats: array<vec2<f32>>")]
       : []),
@@ -280,6 +288,19 @@ ${all}
 ${!finalize ? "" : grad ? finishGrad((spec.training ?? false) && !apply) : finishStats}
 #if ${tree}
 var<workgroup> shared_sums: array<vec2<f32>, ${wg}>;
+#endif
+#if ${fromMoments}
+var<workgroup> shared_moments: array<vec3<f32>, ${wg}>;
+
+// Moments (count, mean, M2) of the union of two disjoint parts (Chan, Golub and LeVeque):
+// the means' difference d adds d² · na · nb / n to M2, with no cancellation.
+fn merge_moments(a: vec3<f32>, b: vec3<f32>) -> vec3<f32> {
+  let n = a.x + b.x;
+  if (n == 0.0) { return a; }
+  let d = b.y - a.y;
+  let f = b.x / n;
+  return vec3<f32>(n, a.y + d * f, a.z + b.z + d * d * a.x * f);
+}
 #endif
 
 // The channel's constants and running sums, shared by main() and add_unit().
@@ -361,13 +382,27 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
 #if ${maskDy}
   shift = beta[c];
 #endif
-#else
+#elif ${!fromMoments}
   // K: the channel's first element (image 0, offset 0 of plane c).
   k = T(x[c * p.units_per_plane]${spec.vec4 ? ".x" : ""});
 #endif
   sum1 = T(0.0);
   sum2 = T(0.0);
-#if ${gpu}
+#if ${fromMoments}
+  var merged = vec3<f32>(0.0);
+  for (var j = lid; j < p.parts; j += ${wg}u) { merged = merge_moments(merged, moments[c * p.parts + j].xyz); }
+  shared_moments[lid] = merged;
+  workgroupBarrier();
+  for (var stride = ${wg / 2}u; stride > 0u; stride = stride / 2u) {
+    if (lid < stride) { shared_moments[lid] = merge_moments(shared_moments[lid], shared_moments[lid + stride]); }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    // As shifted sums with K = the mean: Σ(x − K) = 0, Σ(x − K)² = M2.
+    let all = shared_moments[0];
+    shared_sums[0] = finish_stats(c, vec2<f32>(0.0, all.z), all.y);
+  }
+#elif ${gpu}
   for (var u = lane; u < p.units_per_channel; u += p.lanes) { add_unit(unit_index(c, u)); }
 #elif ${whole}
   for (var first = lid * ${run}u; first < p.units_per_channel; first += ${wg * run}u) { add_run(c, first); }
@@ -375,7 +410,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
   add_run(c, lane * ${run}u);
   partials[c * p.parts + lane] = vec2<f32>(hsum(sum1), hsum(sum2));
 #endif
-#if ${tree}
+#if ${tree && !fromMoments}
   shared_sums[lid] = vec2<f32>(hsum(sum1), hsum(sum2));
   workgroupBarrier();
   for (var stride = ${wg / 2}u; stride > 0u; stride = stride / 2u) {

@@ -94,6 +94,14 @@ export interface DirectConvSpec {
    */
   vec4Store: boolean;
   bias: boolean;
+  /**
+   * Also write each tile's moments per output channel: (count, mean, M2 = Σ(v − mean)², 0)
+   * over the values it stores, into `moments[channel * tile_count + tile]`, when p.write_moments
+   * is set (the last input-channel chunk, whose stores are final). A batchnorm that follows
+   * merges them (Chan et al.) instead of reading the conv output once more for its statistics.
+   * Forward passes only (one phase, every tap).
+   */
+  moments?: boolean;
 }
 
 /**
@@ -109,7 +117,7 @@ struct Params {
   q_h: u32, q_w: u32, out_h: u32, out_w: u32,
   out_step_y: u32, out_step_x: u32, out_off_y: u32, out_off_x: u32,
   // vec4s per (input channel, tap) row of the packed weights; 1: add to the existing output
-  chunk_vec4: u32, accumulate: u32, _pad0: u32, _pad1: u32,
+  chunk_vec4: u32, accumulate: u32, write_moments: u32, _pad1: u32,
 }`;
 
 /** Sorted distinct values. */
@@ -222,6 +230,11 @@ function generateDirectConvShader(s: DirectConvSpec): string {
     emit(`let y_row_${r} = (qy_${r} * p.out_step_y + p.out_off_y) * p.out_w;`);
   }
   for (let j = 0; j < s.pxTile; j++) emit(`let qx_${j} = qx0 + ${j}u;`);
+  // Moments: sums of v − K with K the tile's first value (shifted sums: no cancellation when
+  // the mean is large against the spread), turned into (count, mean, M2) at the end.
+  const width = s.vec4Store ? 4 : 1;
+  const V4 = s.vec4Store ? "vec4<f32>" : "f32";
+  const momentSum = (v: string) => (s.vec4Store ? `(${v}.x + ${v}.y + ${v}.z + ${v}.w)` : v);
   for (let v = 0; v < V; v++) {
     for (let c = 0; c < 4; c++) {
       const co = `co_${v * 4 + c}`;
@@ -229,8 +242,8 @@ function generateDirectConvShader(s: DirectConvSpec): string {
       emit(`if (${co} < p.co_count) {`);
       emit(`  let plane_out = (n * p.out_channels + p.co_start + ${co}) * p.out_h * p.out_w;`);
       emit(`  let b = ${s.bias ? `select(bias[p.co_start + ${co}], 0.0, p.accumulate != 0u)` : "0.0"};`);
+      if (s.moments) emit(`  var m_k = 0.0; var m_n = 0.0; var m_s1 = ${V4}(0.0); var m_s2 = ${V4}(0.0);`);
       // vec4 stores cover whole rows: a block of 4 columns is inside the grid or past its width.
-      const width = s.vec4Store ? 4 : 1;
       for (let r = 0; r < s.pyTile; r++) {
         for (let j = 0; j < s.pxTile; j += width) {
           const lanes = Array.from({ length: width }, (_, k) => `acc_${r}_${j + k}_${v}[${c}]`).join(", ");
@@ -247,8 +260,23 @@ function generateDirectConvShader(s: DirectConvSpec): string {
           emit(`    var value = ${s.vec4Store ? `vec4<f32>(${lanes})` : lanes} + b;`);
           emit(`    if (p.accumulate != 0u) { value += y[o]; }`);
           emit(`    y[o] = value;`);
+          if (s.moments) {
+            // The tile's first position is always inside the grid (spare tiles store nothing).
+            if (r === 0 && j === 0) emit(`    m_k = value${s.vec4Store ? ".x" : ""};`);
+            emit(`    let m_d = value - ${V4}(m_k); m_s1 += m_d; m_s2 += m_d * m_d; m_n += ${width}.0;`);
+          }
           emit(`  }`);
         }
+      }
+      if (s.moments) {
+        emit(`  if (p.write_moments != 0u) {`);
+        emit(`    let s1 = ${momentSum("m_s1")};`);
+        emit(`    let s2 = ${momentSum("m_s2")};`);
+        emit(
+          `    moments[(p.co_start + ${co}) * p.tile_count + flat] = ` +
+            `vec4<f32>(m_n, m_k + s1 / m_n, max(s2 - s1 * s1 / m_n, 0.0), 0.0);`,
+        );
+        emit(`  }`);
       }
       emit(`}`);
     }
@@ -262,6 +290,11 @@ ${directParams}
 @group(0) @binding(2) var<storage, read_write> y: array<${s.vec4Store ? "vec4<f32>" : "f32"}>;
 @group(0) @binding(3) var<uniform> p: Params;
 ${s.bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
+${
+    s.moments
+      ? `@group(0) @binding(${s.bias ? 5 : 4}) var<storage, read_write> moments: array<vec4<f32>>;`
+      : ""
+  }
 
 // Tile of ${s.coTile} channels x ${s.pyTile} rows x ${s.pxTile} columns per invocation, ${tapTotal} taps.
 @compute @workgroup_size(${WG})

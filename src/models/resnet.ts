@@ -16,6 +16,16 @@ interface Block extends Module {
   readonly outChannels: number;
 }
 
+/**
+ * The shortcut branch of a block: x itself, or its 1x1 conv + BN projection (taking the conv's
+ * moments, like the blocks' other conv + BN pairs: BatchNorm2d.ofConv).
+ */
+function projectShortcut(shortcut: Sequential | null, x: Tensor): Tensor {
+  if (!shortcut) return x;
+  const [conv, bn] = shortcut.layers as [Conv2d, BatchNorm2d];
+  return bn.ofConv(conv, x);
+}
+
 /** Two 3x3 convs; identity shortcut, or 1x1 conv + BN when the shape changes. */
 export class BasicBlock extends Module implements Block {
   static readonly expansion = 1;
@@ -50,9 +60,9 @@ export class BasicBlock extends Module implements Block {
   forward(x: Tensor): Tensor {
     // The shortcut first: its output joins in bn2's pass, and in the backward the shortcut's
     // data gradient then comes last and adds into the one conv1 wrote.
-    const shortcut = this.shortcut ? this.shortcut.forward(x) : x;
-    const out = this.conv2.forward(this.bn1.forwardRelu(this.conv1.forward(x)));
-    return this.bn2.forwardAddRelu(out, shortcut);
+    const shortcut = projectShortcut(this.shortcut, x);
+    const h = this.bn1.ofConv(this.conv1, x, { relu: true });
+    return this.bn2.ofConv(this.conv2, h, { relu: true, residual: shortcut });
   }
 }
 
@@ -87,10 +97,10 @@ export class Bottleneck extends Module implements Block {
   }
 
   forward(x: Tensor): Tensor {
-    const shortcut = this.shortcut ? this.shortcut.forward(x) : x;
-    let y = this.bn1.forwardRelu(this.conv1.forward(x));
-    y = this.bn2.forwardRelu(this.conv2.forward(y));
-    return this.bn3.forwardAddRelu(this.conv3.forward(y), shortcut);
+    const shortcut = projectShortcut(this.shortcut, x);
+    let y = this.bn1.ofConv(this.conv1, x, { relu: true });
+    y = this.bn2.ofConv(this.conv2, y, { relu: true });
+    return this.bn3.ofConv(this.conv3, y, { relu: true, residual: shortcut });
   }
 }
 
@@ -145,7 +155,7 @@ export class ResNet extends Module {
 
   /** Features before the classifier: [N, channels]. */
   features(x: Tensor): Tensor {
-    let y = this.bn1.forwardRelu(this.conv1.forward(this.normalize.forward(x)));
+    let y = this.bn1.ofConv(this.conv1, this.normalize.forward(x), { relu: true });
     for (const stage of this.stages) y = stage.forward(y);
     return this.pool.forward(y);
   }

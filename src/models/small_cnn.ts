@@ -34,8 +34,8 @@ export class SmallCnn extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    let y = maxPool2d(this.bn1.forwardRelu(this.conv1.forward(this.normalize.forward(x))), 2);
-    y = this.bn2.forwardRelu(this.conv2.forward(y));
+    let y = maxPool2d(this.bn1.ofConv(this.conv1, this.normalize.forward(x), { relu: true }), 2);
+    y = this.bn2.ofConv(this.conv2, y, { relu: true });
     return this.linear.forward(this.pool.forward(y));
   }
 

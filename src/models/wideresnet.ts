@@ -32,7 +32,7 @@ class WideBasicBlock extends Module {
 
   forward(x: Tensor): Tensor {
     const a = this.bn1.forwardRelu(x);
-    const out = this.conv2.forward(this.bn2.forwardRelu(this.conv1.forward(a)));
+    const out = this.conv2.forward(this.bn2.ofConv(this.conv1, a, { relu: true }));
     // Pre-activation: the projection shortcut sees the activated input, identity the raw input.
     return add(this.convShortcut ? this.convShortcut.forward(a) : x, out);
   }

@@ -2,8 +2,8 @@
  * Layers: modules around the ops, holding parameters with PyTorch's names and layouts
  * (Conv2d.weight [out, in, kh, kw], Linear.weight [out, in], BatchNorm2d.running_mean ...).
  */
-import { batchNorm2d } from "../ops/batchnorm.ts";
-import { conv2d, type Conv2dOptions } from "../ops/conv2d.ts";
+import { batchNorm2d, batchNormTakesMoments, type ChannelMoments } from "../ops/batchnorm.ts";
+import { conv2d, type Conv2dOptions, conv2dWithMoments } from "../ops/conv2d.ts";
 import { ones, zeros } from "../ops/creation.ts";
 import { randn } from "../ops/random.ts";
 import { linear } from "../ops/matmul.ts";
@@ -101,13 +101,32 @@ export class BatchNorm2d extends Module {
     return this.#apply(x, true, residual);
   }
 
-  #apply(x: Tensor, relu: boolean, residual?: Tensor): Tensor {
+  /**
+   * batchnorm(conv(x)), ReLU'd when `relu`, with `residual` added before the ReLU. In training,
+   * where the batchnorm can take them (llvmpipe), the conv writes its output's per-channel
+   * moments as it stores it, so the batch statistics need no pass over the conv output.
+   */
+  ofConv(conv: Conv2d, x: Tensor, options: { relu?: boolean; residual?: Tensor } = {}): Tensor {
+    const { relu = false, residual } = options;
+    if (!this.training || !batchNormTakesMoments(conv.outChannels)) {
+      return this.#apply(conv.forward(x), relu, residual);
+    }
+    const { y, moments } = conv2dWithMoments(x, conv.weight, conv.bias ?? undefined, conv.options);
+    try {
+      return this.#apply(y, relu, residual, moments);
+    } finally {
+      moments?.partials.dispose();
+    }
+  }
+
+  #apply(x: Tensor, relu: boolean, residual?: Tensor, moments?: ChannelMoments): Tensor {
     return batchNorm2d(x, this.weight, this.bias, this.runningMean, this.runningVar, {
       training: this.training,
       momentum: this.options.momentum ?? 0.1,
       eps: this.options.eps ?? 1e-5,
       relu,
       residual,
+      moments,
     });
   }
 }

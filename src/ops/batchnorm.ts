@@ -45,6 +45,24 @@ export interface BatchNormOptions {
    * differentiable (its gradient is the output's gradient, masked by the ReLU).
    */
   residual?: Tensor;
+  /**
+   * Training: the per-channel moments of x from its producer (conv2dWithMoments), so the
+   * statistics need no pass over x. Taken where the statistics are finished in the pass that
+   * normalises (llvmpipe, 8+ channels); elsewhere x is read as usual. Not differentiated: the
+   * gradient rule treats the batch statistics as functions of x either way.
+   */
+  moments?: ChannelMoments;
+}
+
+/**
+ * Per-channel moments of a tensor [N, C, H, W], in parts: `partials` [C, parts, 4] holds
+ * (count, mean, M2, 0) of each part's values, M2 = Σ (v − mean)². A kernel that holds the values
+ * anyway (the direct conv, as it stores its output) writes them; merging them costs a few
+ * operations per part instead of a pass over the tensor.
+ */
+export interface ChannelMoments {
+  partials: Tensor;
+  parts: number;
 }
 
 /**
@@ -160,6 +178,15 @@ function channelSums(
  */
 const FINISH_IN_ONE_MIN_CHANNELS = 8;
 
+/**
+ * Whether a training batchnorm over `channels` channels takes its input's moments
+ * (BatchNormOptions.moments) on this adapter: where it finishes the statistics in the pass that
+ * normalises.
+ */
+export function batchNormTakesMoments(channels: number): boolean {
+  return variant() === "cpu" && channels >= FINISH_IN_ONE_MIN_CHANNELS;
+}
+
 /** Whether the reduction finishes each channel in the same dispatch (`channelSumsFinished`). */
 function finishesInOne(l: Layout): boolean {
   const v = variant();
@@ -192,7 +219,9 @@ function channelSumsFinished(
   inputs: Tensor[],
   outputs: Tensor[],
   values: number[],
-  extra: Pick<ChannelSumsSpec, "relu" | "training" | "apply" | "residual"> = {},
+  extra: Pick<ChannelSumsSpec, "relu" | "training" | "apply" | "residual" | "moments"> = {},
+  /** Parts per channel of the moments input (with `extra.moments`). */
+  parts = 1,
 ): void {
   const v = variant();
   const plan = reductionPlan(l, v);
@@ -208,7 +237,7 @@ function channelSumsFinished(
     ...extra,
   });
   const lanes = v === "cpu" ? REDUCE_WORKGROUP.cpu : plan.lanes;
-  const p = params().u32(l.channels, l.unitsPerPlane, l.unitsPerChannel, lanes, 1).f32(...values);
+  const p = params().u32(l.channels, l.unitsPerPlane, l.unitsPerChannel, lanes, parts).f32(...values);
   const grid = v === "cpu" ? grid1d(l.channels, 1) : [1, l.channels];
   launch(op, source, [...inputs, ...outputs, p], grid);
 }
@@ -274,11 +303,22 @@ export function batchNorm2dWithStats(
   if (options.training && runningMean.buffer === runningVar.buffer) {
     throw new ShapeError(op, "runningMean and runningVar must be different tensors (both are updated)");
   }
-  const { training, momentum = 0.1, eps = 1e-5, relu = false, residual } = options;
+  const { training, momentum = 0.1, eps = 1e-5, relu = false, residual, moments } = options;
   if (residual) {
     checkFloat(op, residual);
     if (!sameShape(residual.shape, x.shape)) {
       throw new ShapeError(op, `residual ${fmt(residual.shape)} must have the shape of x ${fmt(x.shape)}`);
+    }
+  }
+  if (moments) {
+    const want = [x.shape[1], moments.parts, 4];
+    if (!sameShape(moments.partials.shape, want)) {
+      throw new ShapeError(
+        op,
+        `moments.partials ${fmt(moments.partials.shape)} must be [C, parts, 4] = ${fmt(want)} for x ${
+          fmt(x.shape)
+        }`,
+      );
     }
   }
   const l = layoutOf(x);
@@ -291,10 +331,16 @@ export function batchNorm2dWithStats(
   if (fused) {
     const unbias = l.count > 1 ? l.count / (l.count - 1) : 1;
     const values = [l.count, eps, momentum, unbias];
-    const inputs = residual ? [x, gamma, beta, residual] : [x, gamma, beta];
+    const inputs = [x, ...(moments ? [moments.partials] : []), gamma, beta, ...(residual ? [residual] : [])];
     const outputs = [stats, runningMean, runningVar, y];
-    const extra = { relu, training, apply: true, residual: residual !== undefined };
-    channelSumsFinished(op, l, "stats", inputs, outputs, values, extra);
+    const extra = {
+      relu,
+      training,
+      apply: true,
+      residual: residual !== undefined,
+      moments: moments !== undefined,
+    };
+    channelSumsFinished(op, l, "stats", inputs, outputs, values, extra, moments?.parts);
   } else if (training) {
     const unbias = l.count > 1 ? l.count / (l.count - 1) : 1;
     if (finishesInOne(l)) {

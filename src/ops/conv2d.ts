@@ -29,6 +29,7 @@ import {
   type Tap,
 } from "../../shaders/conv2d_forward.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
+import type { ChannelMoments } from "./batchnorm.ts";
 import { currentGpu } from "../device/runtime.ts";
 import { fmt, sameShape, type Shape, ShapeError } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
@@ -125,6 +126,31 @@ function variantOf(options: Conv2dOptions): Conv2dVariant {
 }
 
 export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor, options: Conv2dOptions = {}): Tensor {
+  return convolve(x, weight, bias, options, false).y;
+}
+
+/**
+ * conv2d that also returns the per-channel moments of its output, for a batchnorm in training
+ * that follows (see ChannelMoments): the direct ("cpu") kernel computes them from the values it
+ * stores, so the batchnorm skips its statistics pass over y. Other variants return none (the
+ * batchnorm then reads y). The caller owns `moments`.
+ */
+export function conv2dWithMoments(
+  x: Tensor,
+  weight: Tensor,
+  bias?: Tensor,
+  options: Conv2dOptions = {},
+): { y: Tensor; moments?: ChannelMoments } {
+  return convolve(x, weight, bias, options, true);
+}
+
+function convolve(
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | undefined,
+  options: Conv2dOptions,
+  withMoments: boolean,
+): { y: Tensor; moments?: ChannelMoments } {
   const op = "conv2d";
   checkFloat(op, x, weight, ...(bias ? [bias] : []));
   const g = conv2dGeometry(op, x.shape, weight.shape, options);
@@ -137,17 +163,19 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor, options: Conv2d
   const y = output(op, [g.batch, g.outC, g.outH, g.outW]);
   // cpu: the data gradient's packed weights, made with the forward's (the weights do not
   // change in between; owned by the recording scope if the backward never runs).
-  let dataPack: PackedWeights | undefined;
+  let dataPack: PackedWeights | undefined, moments: ChannelMoments | undefined;
   if (y.size > 0) {
-    if (variantOf(options) === "cpu") dataPack = forwardDirect(op, x, weight, bias, y, g, wantX);
-    else forwardGemm(op, x, weight, bias, y, g);
+    if (variantOf(options) === "cpu") {
+      ({ dataPack, moments } = forwardDirect(op, x, weight, bias, y, g, wantX, withMoments));
+    } else forwardGemm(op, x, weight, bias, y, g);
   }
   const inputs = bias ? [x, weight, bias] : [x, weight];
-  return record(op, inputs, y, (dy, takeGradient) => [
+  const out = record(op, inputs, y, (dy, takeGradient) => [
     wantX ? backwardData(dy, weight, x.shape, options, takeGradient(0), dataPack) : null,
     wantW ? conv2dBackwardFilter(x, dy, weight.shape, options) : null,
     ...(bias ? [wantB ? sum(dy, { axes: [0, 2, 3] }) : null] : []),
   ]);
+  return { y: out, moments };
 }
 
 function checkDy(op: string, dy: Tensor, g: Conv2dGeometry): void {
@@ -350,12 +378,15 @@ function runDirect(
   tapCount: number,
   /** Add to what `out` holds (a gradient accumulated so far) instead of overwriting it. */
   accumulate = false,
-): void {
+  /** Also return the output's per-tile channel moments (a single forward pass only). */
+  withMoments = false,
+): ChannelMoments | undefined {
   const gpu = currentGpu();
   const [batch, inC, inH, inW] = input.shape;
   const [, outC, outH, outW] = out.shape;
   const coTile = directCoTile(outC);
   const WG = CONV_TUNING.directWorkgroup;
+  let moments: ChannelMoments | undefined;
   for (const pass of passes) {
     if (pass.qH === 0 || pass.qW === 0) continue;
     // Wide grids take 16x4 tiles: a weight load (a uniform gather on llvmpipe) serves every pixel
@@ -385,9 +416,11 @@ function runDirect(
       vec4: inW % 4 === 0,
       vec4Store: outW % 4 === 0 && pass.qW === outW && pass.stepX === 1 && pass.offX === 0,
       bias: bias !== undefined,
+      moments: withMoments,
     });
     const tilesX = Math.ceil(pass.qW / pxTile), tilesY = Math.ceil(pass.qH / pyTile);
     const tileCount = batch * tilesX * tilesY;
+    if (withMoments) moments = { partials: output(op, [outC, tileCount, 4]), parts: tileCount };
     const groups = Math.ceil(tileCount / WG);
     const groupsX = Math.min(groups, gpu.limits.maxComputeWorkgroupsPerDimension);
     const groupsY = Math.ceil(groups / groupsX);
@@ -403,17 +436,25 @@ function runDirect(
           .u32(inW, outC, coStart, coCount)
           .u32(pass.qH, pass.qW, outH, outW)
           .u32(pass.stepY, pass.stepX, pass.offY, pass.offX)
-          .u32(packed.coChunk / 4, ac > 0 || accumulate ? 1 : 0, 0, 0);
+          .u32(packed.coChunk / 4, ac > 0 || accumulate ? 1 : 0, ac === packed.aChunks - 1 ? 1 : 0, 0);
         const weights = {
           buffer: packed.scratch.buffer,
           size: CONV_TUNING.uniformFloats * 4,
           offset: (bc * packed.aChunks + ac) * packed.stride * 4,
         };
-        const bindings = bias ? [input, weights, out, p, bias] : [input, weights, out, p];
+        const bindings = [
+          input,
+          weights,
+          out,
+          p,
+          ...(bias ? [bias] : []),
+          ...(moments ? [moments.partials] : []),
+        ];
         launch(op, source, bindings, [groupsX, groupsY, Math.ceil(coCount / coTile)]);
       }
     }
   }
+  return moments;
 }
 
 /** Every (ky, kx) tap: input offset ky*d - p, kx*d - p from (oy*s, ox*s). */
@@ -439,7 +480,8 @@ function forwardDirect(
    * they are small: MAX_HELD_DATA_CHUNKS).
    */
   packForData: boolean,
-): PackedWeights | undefined {
+  withMoments = false,
+): { dataPack?: PackedWeights; moments?: ChannelMoments } {
   const taps = forwardTaps(g);
   const layouts = [{ transposed: false, coTile: directCoTile(g.outC) }];
   const dataLayout = { transposed: true, coTile: directCoTile(g.inC) };
@@ -459,9 +501,9 @@ function forwardDirect(
     offY: 0,
     offX: 0,
   };
-  runDirect(op, x, packed, y, bias, [pass], g.kh * g.kw);
+  const moments = runDirect(op, x, packed, y, bias, [pass], g.kh * g.kw, false, withMoments);
   packed.scratch.dispose();
-  return dataPack;
+  return { dataPack, moments };
 }
 
 function backwardDataDirect(
