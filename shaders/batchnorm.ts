@@ -28,7 +28,7 @@
  *          a tree reduction in workgroup memory, one partial per workgroup.
  */
 import { wgsl } from "wgsl-preprocessor";
-import { memoizeShader } from "./common.ts";
+import { memoizeShader, operandTextureLoad } from "./common.ts";
 
 export type BatchNormVariant = "cpu" | "gpu";
 
@@ -49,6 +49,21 @@ function unitType(vec4: boolean): string {
 fn hsum(v: T) -> f32 { return v.x + v.y + v.z + v.w; }`
     : `alias T = f32;
 fn hsum(v: T) -> f32 { return v; }`;
+}
+
+/**
+ * A read-only per-unit operand (x, dy, res): its binding declaration and `load_<name>(u)`, the
+ * unit at index u, from a storage buffer or from an operand texture (src/device/
+ * operand_textures.ts: rgba32float for vec4 units, r32float for f32), where a fetch is a
+ * gather on lavapipe instead of a loop over the SIMD lanes.
+ */
+function unitOperand(name: string, vec4: boolean, texture: boolean): { decl: string; loader: string } {
+  return {
+    decl: texture ? `var ${name}: texture_2d<f32>` : `var<storage, read> ${name}: array<T>`,
+    loader: `fn load_${name}(u: u32) -> T { return ${
+      texture ? operandTextureLoad(name, "u", vec4) : `${name}[u]`
+    }; }`,
+  };
 }
 
 /**
@@ -113,9 +128,9 @@ function normalizeUnit(relu: boolean, residual: boolean): string {
   return wgsl`
 fn do_unit(u: u32) {
 #if ${residual}
-  let out = bn_affine(x[u], mean, scale, shift) + res[u];
+  let out = bn_affine(load_x(u), mean, scale, shift) + load_res(u);
 #else
-  let out = bn_affine(x[u], mean, scale, shift);
+  let out = bn_affine(load_x(u), mean, scale, shift);
 #endif
 #if ${relu}
   y[u] = max(out, T(0.0));
@@ -130,12 +145,12 @@ function backwardDataUnit(training: boolean, relu: boolean): string {
   return wgsl`
 fn do_unit(u: u32) {
 #if ${needsX}
-  let v = x[u];
+  let v = load_x(u);
 #endif
 #if ${relu}
-  let g = select(T(0.0), dy[u], bn_affine(v, mean, scale, shift) > T(0.0));
+  let g = select(T(0.0), load_dy(u), bn_affine(v, mean, scale, shift) > T(0.0));
 #else
-  let g = dy[u];
+  let g = load_dy(u);
 #endif
 #if ${training}
   let xhat = (v - T(mean)) * T(invstd);
@@ -185,6 +200,8 @@ export interface ChannelSumsSpec {
    * Chan et al.'s pairwise update, instead of a pass over x: x is read once, to normalise it.
    */
   moments?: boolean;
+  /** Read x, dy and res from operand textures instead of storage buffers (see `unitOperand`). */
+  textures?: boolean;
 }
 
 /**
@@ -242,16 +259,16 @@ function generateChannelSumsShader(spec: ChannelSumsSpec): string {
   const aligned = !gpu && (spec.aligned ?? false);
   let b = 0;
   const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
+  const operand = (name: string) => unitOperand(name, spec.vec4, spec.textures ?? false);
+  const x = operand("x"), dy = operand("dy"), res = operand("res");
   // Inputs, outputs, then the uniform block.
   const all = [
-    bind("var<storage, read> x: array<T>"),
+    bind(x.decl),
     ...(fromMoments ? [bind("var<storage, read> moments: array<vec4<f32>>")] : []),
-    ...(grad
-      ? [bind("var<storage, read> dy: array<T>"), bind("var<storage, read> stats: array<vec2<f32>>")]
-      : []),
+    ...(grad ? [bind(dy.decl), bind("var<storage, read> stats: array<vec2<f32>>")] : []),
     ...(maskDy || apply ? [bind("var<storage, read> gamma: array<f32>")] : []),
     ...(maskDy || (apply && !grad) ? [bind("var<storage, read> beta: array<f32>")] : []),
-    ...(residual ? [bind("var<storage, read> res: array<T>")] : []),
+    ...(residual ? [bind(res.decl)] : []),
     ...(!finalize ? [bind("var<storage, read_write> partials: array<vec2<f32>>")] : grad
       ? [
         bind("var<storage, read_write> dgamma: array<f32>"),
@@ -267,6 +284,9 @@ function generateChannelSumsShader(spec: ChannelSumsSpec): string {
       ]),
     ...(apply ? [bind(`var<storage, read_write> ${grad ? "dx" : "y"}: array<T>`)] : []),
     bind("var<uniform> p: Params"),
+    x.loader,
+    ...(grad ? [dy.loader] : []),
+    ...(residual ? [res.loader] : []),
   ].join("\n");
   return wgsl`
 ${unitType(spec.vec4)}
@@ -324,17 +344,17 @@ var<private> mean_dy_xhat: f32;
 // Adds the unit at index 'at' of x (and dy).
 fn add_unit(at: u32) {
 #if ${grad}
-  let v = x[at];
+  let v = load_x(at);
   let xhat = (v - T(mean)) * T(invstd);
 #if ${maskDy}
-  let g = select(T(0.0), dy[at], bn_affine(v, mean, scale, shift) > T(0.0));
+  let g = select(T(0.0), load_dy(at), bn_affine(v, mean, scale, shift) > T(0.0));
 #else
-  let g = dy[at];
+  let g = load_dy(at);
 #endif
   sum1 += g;
   sum2 += g * xhat;
 #else
-  let d = x[at] - k;
+  let d = load_x(at) - k;
   sum1 += d;
   sum2 += d * d;
 #endif
@@ -384,7 +404,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
 #endif
 #elif ${!fromMoments}
   // K: the channel's first element (image 0, offset 0 of plane c).
-  k = T(x[c * p.units_per_plane]${spec.vec4 ? ".x" : ""});
+  k = T(load_x(c * p.units_per_plane)${spec.vec4 ? ".x" : ""});
 #endif
   sum1 = T(0.0);
   sum2 = T(0.0);
@@ -539,14 +559,17 @@ export const normalizeShader = memoizeShader(generateNormalizeShader);
 function generateNormalizeShader(spec: StreamSpec, relu: boolean, residual = false): string {
   let b = 0;
   const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
+  const x = unitOperand("x", spec.vec4, false), res = unitOperand("res", spec.vec4, false);
   const bindings = [
-    bind("var<storage, read> x: array<T>"),
+    bind(x.decl),
     bind("var<storage, read> stats: array<vec2<f32>>"),
     bind("var<storage, read> gamma: array<f32>"),
     bind("var<storage, read> beta: array<f32>"),
-    ...(residual ? [bind("var<storage, read> res: array<T>")] : []),
+    ...(residual ? [bind(res.decl)] : []),
     bind("var<storage, read_write> y: array<T>"),
     bind("var<uniform> p: Params"),
+    x.loader,
+    ...(residual ? [res.loader] : []),
   ].join("\n");
   return wgsl`
 ${unitType(spec.vec4)}
@@ -612,15 +635,18 @@ function generateBatchNormBackwardDataShader(spec: StreamSpec, training: boolean
   const needsX = training || relu;
   let b = 0;
   const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
+  const x = unitOperand("x", spec.vec4, false), dy = unitOperand("dy", spec.vec4, false);
   const bindings = [
-    ...(needsX ? [bind("var<storage, read> x: array<T>")] : []),
-    bind("var<storage, read> dy: array<T>"),
+    ...(needsX ? [bind(x.decl)] : []),
+    bind(dy.decl),
     bind("var<storage, read> stats: array<vec2<f32>>"),
     bind("var<storage, read> gamma: array<f32>"),
     ...(relu ? [bind("var<storage, read> beta: array<f32>")] : []),
     ...(training ? [bind("var<storage, read> coef: array<vec2<f32>>")] : []),
     bind("var<storage, read_write> dx: array<T>"),
     bind("var<uniform> p: Params"),
+    ...(needsX ? [x.loader] : []),
+    dy.loader,
   ].join("\n");
   return wgsl`
 ${unitType(spec.vec4)}

@@ -13,6 +13,25 @@ fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 }`;
 
 /**
+ * Texels per row of an operand texture (src/device/operand_textures.ts): a power of two, so a
+ * linear index splits into texture coordinates by a mask and a shift.
+ */
+export const OPERAND_TEXTURE_WIDTH = 4096;
+
+/**
+ * WGSL expression reading element `index` (a u32 expression) of an operand texture `name`
+ * holding a buffer row-major, OPERAND_TEXTURE_WIDTH texels a row: the vec4 at `index` of an
+ * rgba32float texture, or the f32 of an r32float one.
+ */
+export function operandTextureLoad(name: string, index: string, vec4: boolean): string {
+  const shift = Math.log2(OPERAND_TEXTURE_WIDTH);
+  const load = `textureLoad(${name}, vec2<u32>((${index}) & ${
+    OPERAND_TEXTURE_WIDTH - 1
+  }u, (${index}) >> ${shift}u), 0)`;
+  return vec4 ? load : `${load}.x`;
+}
+
+/**
  * Memoises a shader generator by its arguments (JSON). Kernels are dispatched thousands of
  * times per epoch with a handful of distinct specialisations, so a 30 KB conv source is built
  * once, not on every dispatch, and the same string object comes back, whose hash V8 keeps for

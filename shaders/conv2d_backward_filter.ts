@@ -18,7 +18,7 @@
  */
 import type { Tap } from "./conv2d_forward.ts";
 import { CONV_TUNING, tiledGemmShader } from "./conv2d_forward.ts";
-import { memoizeShader } from "./common.ts";
+import { memoizeShader, operandTextureLoad } from "./common.ts";
 
 export interface FilterGradSpec {
   coTile: number;
@@ -44,7 +44,20 @@ export interface FilterGradSpec {
    * unrolled, and x rows are `inW` wide; splits are then whole images (see `imageLoops`).
    */
   row?: { steps: number; inW: number };
+  /**
+   * Read x and dy from operand textures (src/device/operand_textures.ts; rgba32float where they
+   * are read as vec4, r32float otherwise) instead of storage buffers: texel fetches are gathers
+   * on lavapipe, storage loads loops over the SIMD lanes.
+   */
+  textures: boolean;
 }
+
+/** WGSL reading element `index` of x (vec4 elements when vec4X) from its buffer or texture. */
+const loadX = (s: FilterGradSpec, index: string) =>
+  s.textures ? operandTextureLoad("x", index, s.vec4X) : `${s.vec4X ? "x4" : "x"}[${index}]`;
+/** The same for dy (vec4 elements when vec4Dy). */
+const loadDy = (s: FilterGradSpec, index: string) =>
+  s.textures ? operandTextureLoad("dy", index, s.vec4Dy) : `${s.vec4Dy ? "dy4" : "dy"}[${index}]`;
 
 const tag = (v: number) => (v < 0 ? `m${-v}` : `${v}`);
 const distinct = (values: number[]) => [...new Set(values)].sort((a, b) => a - b);
@@ -84,8 +97,16 @@ struct Params {
   out_c: u32, out_h: u32, out_w: u32, co_blocks: u32,
   lanes: u32, rows_per_split: u32, total_rows: u32, invocations: u32,
 }
-@group(0) @binding(0) var<storage, read> ${s.vec4X ? "x4: array<vec4<f32>>" : "x: array<f32>"};
-@group(0) @binding(1) var<storage, read> ${s.vec4Dy ? "dy4: array<vec4<f32>>" : "dy: array<f32>"};
+@group(0) @binding(0) ${
+    s.textures
+      ? "var x: texture_2d<f32>"
+      : `var<storage, read> ${s.vec4X ? "x4: array<vec4<f32>>" : "x: array<f32>"}`
+  };
+@group(0) @binding(1) ${
+    s.textures
+      ? "var dy: texture_2d<f32>"
+      : `var<storage, read> ${s.vec4Dy ? "dy4: array<vec4<f32>>" : "dy: array<f32>"}`
+  };
 @group(0) @binding(2) var<storage, read_write> partial: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 
@@ -164,7 +185,7 @@ function rowLoops(s: FilterGradSpec): string {
       for (const B of carried) {
         const ok = `row_ok_${tag(R)} && ${4 * B} >= 0 && ${4 * B} < i32(p.in_w)`;
         const index = `(plane_${i} + row_${tag(R)} + u32(clamp(${4 * B}, 0, i32(p.in_w) - 4))) / 4u`;
-        emit(`var xc_${i}_${tag(R)}_${tag(B)} = select(vec4<f32>(0.0), x4[${index}], ${ok});`);
+        emit(`var xc_${i}_${tag(R)}_${tag(B)} = select(vec4<f32>(0.0), ${loadX(s, index)}, ${ok});`);
       }
     }
   }
@@ -175,12 +196,14 @@ function rowLoops(s: FilterGradSpec): string {
     for (const k of stepRows) {
       if (s.vec4Dy) {
         for (let b = 0; b < s.pxStep / 4; b++) {
-          emit(`let dq_${c}_${k}_${b} = dy4[(dy_row_${c}_${k} + ox) / 4u + ${b}u];`);
+          emit(`let dq_${c}_${k}_${b} = ${loadDy(s, `(dy_row_${c}_${k} + ox) / 4u + ${b}u`)};`);
         }
       } else {
         for (let j = 0; j < s.pxStep; j++) {
           emit(
-            `let d_${c}_${k}_${j} = select(0.0, dy[dy_row_${c}_${k} + min(ox + ${j}u, p.out_w - 1u)], ox + ${j}u < p.out_w);`,
+            `let d_${c}_${k}_${j} = select(0.0, ${
+              loadDy(s, `dy_row_${c}_${k} + min(ox + ${j}u, p.out_w - 1u)`)
+            }, ox + ${j}u < p.out_w);`,
           );
         }
       }
@@ -206,17 +229,17 @@ function rowLoops(s: FilterGradSpec): string {
         for (const B of carried) emit(`let xb_${i}_${tag(R)}_${tag(B)} = xc_${i}_${tag(R)}_${tag(B)};`);
         for (const B of loaded) {
           emit(
-            `let xb_${i}_${tag(R)}_${tag(B)} = select(vec4<f32>(0.0), x4[(plane_${i} + row_${tag(R)} + col_b${
-              tag(B)
-            }) / 4u], row_ok_${tag(R)} && col_ok_b${tag(B)});`,
+            `let xb_${i}_${tag(R)}_${tag(B)} = select(vec4<f32>(0.0), ${
+              loadX(s, `(plane_${i} + row_${tag(R)} + col_b${tag(B)}) / 4u`)
+            }, row_ok_${tag(R)} && col_ok_b${tag(B)});`,
           );
         }
       } else {
         for (const o of cols) {
           emit(
-            `let xv_${i}_${tag(R)}_${tag(o)} = select(0.0, x[plane_${i} + row_${tag(R)} + col_${
-              tag(o)
-            }], row_ok_${tag(R)} && col_ok_${tag(o)});`,
+            `let xv_${i}_${tag(R)}_${tag(o)} = select(0.0, ${
+              loadX(s, `plane_${i} + row_${tag(R)} + col_${tag(o)}`)
+            }, row_ok_${tag(R)} && col_ok_${tag(o)});`,
           );
         }
       }
@@ -276,7 +299,7 @@ function imageLoops(s: FilterGradSpec, row: NonNullable<FilterGradSpec["row"]>):
   const name = (i: number, R: number, b: number) =>
     carried.includes(R) ? `xr_${i}_${tag(R)}_${b}` : `xa_${i}_${tag(R)}_${b}`;
   const load = (i: number, R: number, b: number) =>
-    `select(vec4<f32>(0.0), x4[(plane_${i} + row_${tag(R)}) / 4u + ${b}u], row_ok_${tag(R)})`;
+    `select(vec4<f32>(0.0), ${loadX(s, `(plane_${i} + row_${tag(R)}) / 4u + ${b}u`)}, row_ok_${tag(R)})`;
 
   const perImage: string[] = [];
   for (let i = 0; i < s.ciTile; i++) {
@@ -312,7 +335,9 @@ function imageLoops(s: FilterGradSpec, row: NonNullable<FilterGradSpec["row"]>):
     return x;
   };
   for (let j = 0; j < row.steps; j++) {
-    for (let c = 0; c < s.coTile; c++) perRow.push(`let dq_${c}_${j} = dy4[dy_row_${c} / 4u + ${j}u];`);
+    for (let c = 0; c < s.coTile; c++) {
+      perRow.push(`let dq_${c}_${j} = ${loadDy(s, `dy_row_${c} / 4u + ${j}u`)};`);
+    }
     for (let c = 0; c < s.coTile; c++) {
       for (let i = 0; i < s.ciTile; i++) {
         s.taps.forEach((t, k) => {

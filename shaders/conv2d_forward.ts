@@ -20,7 +20,7 @@
  *   operands are gathered by index functions (im2col computed inside the tile load). The
  *   forward pass, the data gradient and the filter gradient are three index mappings of it.
  */
-import { memoizeShader } from "./common.ts";
+import { memoizeShader, operandTextureLoad } from "./common.ts";
 
 /** Every tunable of the conv kernels in one place. */
 export const CONV_TUNING = {
@@ -93,6 +93,12 @@ export interface DirectConvSpec {
    * of the ResNet-8 layers 5-30 % faster (most where few input channels share each tile).
    */
   vec4Store: boolean;
+  /**
+   * Read x from an operand texture (src/device/operand_textures.ts: rgba32float when `vec4`,
+   * r32float otherwise) instead of a storage buffer: a texel fetch is a gather on lavapipe, a
+   * storage load a loop over the SIMD lanes.
+   */
+  xTexture: boolean;
   bias: boolean;
   /**
    * Also write each tile's moments per output channel: (count, mean, M2 = Σ(v − mean)², 0)
@@ -177,18 +183,19 @@ function generateDirectConvShader(s: DirectConvSpec): string {
   }
   const setup = lines.splice(0).join("\n  ");
 
+  const loadX = (index: string) => s.xTexture ? operandTextureLoad("x", index, s.vec4) : `x[${index}]`;
   // Inside the channel loop: load every needed input value once ...
   for (const R of rows) {
     if (s.vec4) {
       for (const B of blocks) {
         const index = `(plane + row_${tag(R)} + col_b${tag(B)}) / 4u`;
         const ok = `row_ok_${tag(R)} && col_ok_b${tag(B)}`;
-        emit(`let xb_${tag(R)}_${tag(B)} = select(vec4<f32>(0.0), x[${index}], ${ok});`);
+        emit(`let xb_${tag(R)}_${tag(B)} = select(vec4<f32>(0.0), ${loadX(index)}, ${ok});`);
       }
     } else {
       for (const c of cols) {
         emit(
-          `let xv_${tag(R)}_${tag(c)} = select(0.0, x[plane + row_${tag(R)} + col_${tag(c)}], ` +
+          `let xv_${tag(R)}_${tag(c)} = select(0.0, ${loadX(`plane + row_${tag(R)} + col_${tag(c)}`)}, ` +
             `row_ok_${tag(R)} && col_ok_${tag(c)});`,
         );
       }
@@ -214,7 +221,7 @@ function generateDirectConvShader(s: DirectConvSpec): string {
     }
   }
   // A phase that no tap reaches only writes zeros; it still must use every binding.
-  if (tapTotal === 0) emit("_ = x[0]; _ = weights[wrow];");
+  if (tapTotal === 0) emit(`_ = ${loadX("0u")}; _ = weights[wrow];`);
   const body = lines.splice(0).join("\n    ");
 
   const decls: string[] = [];
@@ -285,7 +292,9 @@ function generateDirectConvShader(s: DirectConvSpec): string {
 
   return /* wgsl */ `
 ${directParams}
-@group(0) @binding(0) var<storage, read> x: array<${s.vec4 ? "vec4<f32>" : "f32"}>;
+@group(0) @binding(0) ${
+    s.xTexture ? "var x: texture_2d<f32>" : `var<storage, read> x: array<${s.vec4 ? "vec4<f32>" : "f32"}>`
+  };
 @group(0) @binding(1) var<uniform> weights: array<vec4<f32>, ${CONV_TUNING.uniformFloats / 4}>;
 @group(0) @binding(2) var<storage, read_write> y: array<${s.vec4Store ? "vec4<f32>" : "f32"}>;
 @group(0) @binding(3) var<uniform> p: Params;

@@ -44,6 +44,38 @@ export class BatchedEncoder {
     this.#pending++;
   }
 
+  /**
+   * Records a copy of the first `texels` texels of `src` into `dst`, row-major with
+   * `texelsPerRow` texels per row (whole rows, then the partial last one), after the work
+   * recorded so far.
+   */
+  copyToTexture(
+    src: GPUBuffer,
+    dst: GPUTexture,
+    texels: number,
+    texelsPerRow: number,
+    texelBytes: number,
+  ): void {
+    if (!this.#encoder) this.#encoder = this.device.createCommandEncoder();
+    this.#endPass();
+    const fullRows = Math.floor(texels / texelsPerRow), rest = texels % texelsPerRow;
+    const bytesPerRow = texelsPerRow * texelBytes;
+    if (fullRows > 0) {
+      this.#encoder.copyBufferToTexture({ buffer: src, bytesPerRow }, { texture: dst }, [
+        texelsPerRow,
+        fullRows,
+      ]);
+    }
+    if (rest > 0) {
+      this.#encoder.copyBufferToTexture(
+        { buffer: src, offset: fullRows * bytesPerRow, bytesPerRow },
+        { texture: dst, origin: [0, fullRows] },
+        [rest, 1],
+      );
+    }
+    this.#pending++;
+  }
+
   #endPass(): void {
     if (this.#pass) {
       this.#pass.end();

@@ -6,6 +6,8 @@
 import { BufferPool, type PoolStats } from "./buffer_pool.ts";
 import { BatchedEncoder } from "./encoder.ts";
 import { DeviceLostError, GpuError, NoAdapterError } from "./errors.ts";
+import { OPERAND_TEXTURE_WIDTH } from "../../shaders/common.ts";
+import { type OperandFormat, OperandTexturePool, TEXEL_BYTES } from "./operand_textures.ts";
 import { PipelineCache } from "./pipeline_cache.ts";
 import { type Tunables, tunables as defaultTunables } from "./tunables.ts";
 import { type Params, UniformCache } from "./uniforms.ts";
@@ -26,7 +28,11 @@ export interface InitOptions {
 }
 
 /** One binding of a dispatch: a storage buffer, or a uniform parameter block. */
-export type Binding = GPUBuffer | Params | { buffer: GPUBuffer; size: number; offset?: number };
+export type Binding =
+  | GPUBuffer
+  | GPUTexture
+  | Params
+  | { buffer: GPUBuffer; size: number; offset?: number };
 
 /** Limits the kernels rely on, requested up to what the adapter offers. */
 const WANTED_LIMITS = [
@@ -41,6 +47,7 @@ const WANTED_LIMITS = [
   "maxUniformBufferBindingSize",
   "maxUniformBuffersPerShaderStage",
   "maxComputeWorkgroupsPerDimension",
+  "maxTextureDimension2D",
 ] as const;
 
 const OPTIONAL_FEATURES: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
@@ -50,6 +57,7 @@ export class Gpu {
   readonly pipelines: PipelineCache;
   readonly uniforms: UniformCache;
   readonly encoder: BatchedEncoder;
+  readonly operandTextures: OperandTexturePool;
   readonly tunables: Tunables;
   readonly adapterName: string;
   readonly adapterClass: AdapterClass;
@@ -80,6 +88,7 @@ export class Gpu {
       () => this.encoder.flush(),
     );
     this.pipelines = new PipelineCache(device);
+    this.operandTextures = new OperandTexturePool(device);
     this.uniforms = new UniformCache(device, () => this.tunables.uniformCacheEntries);
 
     device.addEventListener("uncapturederror", (event) => {
@@ -132,6 +141,7 @@ export class Gpu {
     const { pipeline, layout } = this.pipelines.get(op, source, entryPoint);
     const entries: GPUBindGroupEntry[] = bindings.map((b, binding) => {
       if (b instanceof GPUBuffer) return { binding, resource: { buffer: b } };
+      if (b instanceof GPUTexture) return { binding, resource: this.operandTextures.view(b) };
       if ("buffer" in b) {
         return { binding, resource: { buffer: b.buffer, size: b.size, offset: b.offset ?? 0 } };
       }
@@ -151,6 +161,27 @@ export class Gpu {
     }
     if (x === 0 || y === 0 || z === 0) return;
     this.encoder.dispatch(op, pipeline, bindGroup, x, y, z);
+  }
+
+  /**
+   * A texture holding the first `bytes` of `buffer` (see OperandTexturePool), copied after the
+   * work recorded so far: 4 floats a texel for vec4 reads, 1 for scalar reads. Give it back with
+   * `releaseOperandTexture` once the dispatches that read it are recorded. Undefined when the
+   * data does not fit a texture of this device (the caller then reads the buffer).
+   */
+  operandTexture(buffer: GPUBuffer, bytes: number, vec4: boolean): GPUTexture | undefined {
+    if (this.#lost) throw this.#lost;
+    const format: OperandFormat = vec4 ? "rgba32float" : "r32float";
+    const texelBytes = TEXEL_BYTES[format];
+    const texels = Math.ceil(bytes / texelBytes);
+    if (texels === 0 || texels > this.operandTextures.maxTexels || bytes % texelBytes !== 0) return undefined;
+    const texture = this.operandTextures.acquire(format, texels);
+    this.encoder.copyToTexture(buffer, texture, texels, OPERAND_TEXTURE_WIDTH, texelBytes);
+    return texture;
+  }
+
+  releaseOperandTexture(texture: GPUTexture): void {
+    this.operandTextures.release(texture);
   }
 
   /** Writes host data into a buffer, after all work recorded so far. */
@@ -201,6 +232,7 @@ export class Gpu {
     this.encoder.flush();
     this.pool.trim();
     for (const s of this.#staging) s.destroy();
+    this.operandTextures.destroy();
     this.device.destroy();
   }
 }

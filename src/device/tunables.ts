@@ -25,6 +25,12 @@ export const tunables = {
    * first adapter request; an `LP_NUM_THREADS` set by the user wins. 1 keeps Mesa's default.
    */
   cpuDriverThreadsPerCpu: 2,
+  /**
+   * The CPU-tuned (direct) conv kernels read their input operands through textures
+   * (src/device/operand_textures.ts) instead of storage buffers: one copy per operand and op,
+   * then texel fetches, which lavapipe compiles to gathers instead of a per-lane load loop.
+   */
+  textureOperands: true,
 };
 
 export type Tunables = typeof tunables;

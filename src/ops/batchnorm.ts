@@ -28,7 +28,15 @@ import { currentGpu } from "../device/runtime.ts";
 import { fmt, sameShape, ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { checkFloat, mapElements } from "./elementwise.ts";
-import { grid1d, launch, output, params } from "./kernel.ts";
+import {
+  grid1d,
+  type KernelBinding,
+  launch,
+  operandTextures,
+  output,
+  params,
+  releaseOperandTextures,
+} from "./kernel.ts";
 
 export interface BatchNormOptions {
   /** Batch statistics (and running-stat update) when true; running statistics when false. */
@@ -227,6 +235,14 @@ function channelSumsFinished(
   const plan = reductionPlan(l, v);
   // cpu: the lane runs of reductionPlan, strided by the workgroup (no cap on their number).
   const run = v === "cpu" ? [32, 16, 8, 4].find((r) => l.unitsPerPlane % r === 0) ?? 16 : 0;
+  // The cpu variant reads its per-unit operands (x, dy, res: see ChannelSumsSpec's bindings)
+  // through textures when it can: all of them, or none.
+  const unitOperands = [0, ...(kind === "grad" ? [1] : []), ...(extra.residual ? [inputs.length - 1] : [])];
+  const textures = v === "cpu"
+    ? operandTextures(unitOperands.map((i) => inputs[i]), unitOperands.map(() => l.vec4))
+    : undefined;
+  const bound: KernelBinding[] = [...inputs];
+  if (textures) unitOperands.forEach((i, k) => bound[i] = textures[k]);
   const source = channelSumsShader({
     kind,
     variant: v,
@@ -234,12 +250,14 @@ function channelSumsFinished(
     run,
     aligned: v === "cpu" && l.unitsPerPlane % run === 0,
     finalize: true,
+    textures: textures !== undefined,
     ...extra,
   });
   const lanes = v === "cpu" ? REDUCE_WORKGROUP.cpu : plan.lanes;
   const p = params().u32(l.channels, l.unitsPerPlane, l.unitsPerChannel, lanes, parts).f32(...values);
   const grid = v === "cpu" ? grid1d(l.channels, 1) : [1, l.channels];
-  launch(op, source, [...inputs, ...outputs, p], grid);
+  launch(op, source, [...bound, ...outputs, p], grid);
+  releaseOperandTextures(textures);
 }
 
 function check(op: string, x: Tensor, perChannel: [string, Tensor][], options: BatchNormOptions): void {

@@ -35,7 +35,15 @@ import { fmt, sameShape, type Shape, ShapeError } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { add } from "./arithmetic.ts";
 import { checkFloat } from "./elementwise.ts";
-import { fillBits, grid1d, launch, output, params } from "./kernel.ts";
+import {
+  fillBits,
+  grid1d,
+  launch,
+  operandTextures,
+  output,
+  params,
+  releaseOperandTextures,
+} from "./kernel.ts";
 import { sum } from "./reduce.ts";
 
 export type Conv2dVariant = "cpu" | "gpu";
@@ -387,6 +395,7 @@ function runDirect(
   const coTile = directCoTile(outC);
   const WG = CONV_TUNING.directWorkgroup;
   let moments: ChannelMoments | undefined;
+  const xTextures = operandTextures([input], [inW % 4 === 0]);
   for (const pass of passes) {
     if (pass.qH === 0 || pass.qW === 0) continue;
     // Wide grids take 16x4 tiles: a weight load (a uniform gather on llvmpipe) serves every pixel
@@ -415,6 +424,7 @@ function runDirect(
       tapCount,
       vec4: inW % 4 === 0,
       vec4Store: outW % 4 === 0 && pass.qW === outW && pass.stepX === 1 && pass.offX === 0,
+      xTexture: xTextures !== undefined,
       bias: bias !== undefined,
       moments: withMoments,
     });
@@ -443,7 +453,7 @@ function runDirect(
           offset: (bc * packed.aChunks + ac) * packed.stride * 4,
         };
         const bindings = [
-          input,
+          xTextures?.[0] ?? input,
           weights,
           out,
           p,
@@ -454,6 +464,7 @@ function runDirect(
       }
     }
   }
+  releaseOperandTextures(xTextures);
   return moments;
 }
 
@@ -622,6 +633,7 @@ function backwardFilterDirect(op: string, x: Tensor, dy: Tensor, dw: Tensor, g: 
   // 32->32 @16 1.09x; stride 2 (5 rows for 6) and 1x1 kernels were 0.92x, so they keep one.
   // Its shader compiles in ~2.6 s instead of ~1.6.
   const rowsPerStep = !row && g.strideY === 1 && taps.length > 1 && g.outH % 2 === 0 ? 2 : 1;
+  const textures = operandTextures([x, dy], [vec4X, vec4Dy]);
   const source = filterGradientShader({
     coTile,
     ciTile,
@@ -633,6 +645,7 @@ function backwardFilterDirect(op: string, x: Tensor, dy: Tensor, dw: Tensor, g: 
     vec4X,
     vec4Dy,
     row,
+    textures: textures !== undefined,
   });
   const coBlocks = Math.ceil(g.outC / coTile);
   const lanes = coBlocks * Math.ceil(g.inC / ciTile);
@@ -647,7 +660,9 @@ function backwardFilterDirect(op: string, x: Tensor, dy: Tensor, dw: Tensor, g: 
     .u32(g.outC, g.outH, g.outW, coBlocks)
     .u32(lanes, rowsPerSplit, totalRows, invocations);
   const grid = grid1d(invocations, CONV_TUNING.filterWorkgroup);
-  reduceSplits(op, dw, splits, (partial) => launch(op, source, [x, dy, partial, p], grid));
+  const operands = textures ?? [x, dy];
+  reduceSplits(op, dw, splits, (partial) => launch(op, source, [...operands, partial, p], grid));
+  releaseOperandTextures(textures);
 }
 
 /** Runs `produce` into dw directly (one split) or into partials summed into dw. */

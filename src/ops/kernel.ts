@@ -51,6 +51,31 @@ export function launch(
   gpu.dispatch(op, source, resolved, workgroups, entryPoint);
 }
 
+/**
+ * `tensors` copied into operand textures (src/device/operand_textures.ts; vec4 texels where
+ * `vec4[i]`), for a kernel that reads them all with `textureLoad`: all of them, or undefined when
+ * the tunable `textureOperands` is off or one does not fit a texture (the kernel then reads the
+ * buffers). Give them back with `releaseOperandTextures` after recording the dispatches.
+ */
+export function operandTextures(tensors: Tensor[], vec4: boolean[]): GPUTexture[] | undefined {
+  const gpu = currentGpu();
+  if (!gpu.tunables.textureOperands) return undefined;
+  const textures: GPUTexture[] = [];
+  for (const [i, t] of tensors.entries()) {
+    const texture = gpu.operandTexture(t.binding.buffer, t.size * 4, vec4[i]);
+    if (!texture) {
+      releaseOperandTextures(textures);
+      return undefined;
+    }
+    textures.push(texture);
+  }
+  return textures;
+}
+
+export function releaseOperandTextures(textures: GPUTexture[] | undefined): void {
+  for (const t of textures ?? []) currentGpu().releaseOperandTexture(t);
+}
+
 /** Workgroup grid for `n` invocations of a 1-D kernel (spills into y past 65,535 groups). */
 export function grid1d(n: number, perGroup = WORKGROUP_1D): [number, number] {
   const groups = Math.ceil(n / perGroup);

@@ -1,0 +1,153 @@
+/**
+ * Operand textures (src/device/operand_textures.ts): the copy of a buffer into a texture and the
+ * shader's index split read back every element, and the kernels that read their operands through
+ * textures give the same bits as their storage-buffer form (the same arithmetic in the same
+ * order). The float64 reference tests of conv2d and batchNorm2d run with textures on (the
+ * default), so this also checks the storage form against the reference.
+ */
+import assert from "node:assert/strict";
+import { OPERAND_TEXTURE_WIDTH, operandTextureLoad } from "../../shaders/common.ts";
+import { grad } from "../../src/autograd/backward.ts";
+import { conv2d, conv2dBackwardData, conv2dBackwardFilter } from "../../src/ops/conv2d.ts";
+import { batchNorm2d } from "../../src/ops/batchnorm.ts";
+import { fromArray, ones, zeros } from "../../src/ops/creation.ts";
+import { launch, operandTextures, output, params } from "../../src/ops/kernel.ts";
+import { mul } from "../../src/ops/arithmetic.ts";
+import { sum } from "../../src/ops/reduce.ts";
+import type { Gpu } from "../../src/device/gpu.ts";
+import type { Tensor } from "../../src/tensor/tensor.ts";
+import { cfg, type Config, options, outSize } from "../helpers/conv_reference.ts";
+import { Rng } from "../helpers/reference.ts";
+import { gpuTest } from "../helpers/setup.ts";
+
+/** Copies a texture's first `n` elements into a buffer through `operandTextureLoad`. */
+function readBack(vec4: boolean): string {
+  const T = vec4 ? "vec4<f32>" : "f32";
+  return /* wgsl */ `
+@group(0) @binding(0) var src: texture_2d<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<${T}>;
+@group(0) @binding(2) var<uniform> n: vec4<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x + gid.y * 64u * 1024u;
+  if (i < n.x) { out[i] = ${operandTextureLoad("src", "i", vec4)}; }
+}`;
+}
+
+gpuTest("operand textures: every element comes back, in full and partial rows", async (gpu) => {
+  // Under one row, a row and a bit (the partial last row), and several rows (a taller class).
+  for (const texels of [5, OPERAND_TEXTURE_WIDTH + 3, 3 * OPERAND_TEXTURE_WIDTH + 1]) {
+    for (const vec4 of [true, false]) {
+      const floats = texels * (vec4 ? 4 : 1);
+      const data = Float32Array.from({ length: floats }, (_, i) => i * 0.5 - 7);
+      const x = fromArray(data, [floats]);
+      const [texture] = operandTextures([x], [vec4]) ?? [];
+      assert.ok(texture, `a ${floats}-float tensor fits a texture`);
+      const y = output("readBack", [floats]);
+      const groups = Math.ceil(texels / 64);
+      launch("readBack", readBack(vec4), [texture, y, params().u32(texels)], [
+        Math.min(groups, 1024),
+        Math.ceil(groups / 1024),
+      ]);
+      gpu.releaseOperandTexture(texture);
+      const got = await y.toArray();
+      assert.deepEqual(got, data, `${texels} texels, ${vec4 ? "rgba32float" : "r32float"}`);
+      x.dispose();
+      y.dispose();
+    }
+  }
+});
+
+/** Runs `fn` with the tunable `textureOperands` set to `on`, returning the arrays it reads. */
+async function withTextures(gpu: Gpu, on: boolean, fn: () => Tensor[]): Promise<Float32Array[]> {
+  const before = gpu.tunables.textureOperands;
+  gpu.tunables.textureOperands = on;
+  try {
+    const acquired = gpu.operandTextures.acquired;
+    const tensors = fn();
+    assert.equal(gpu.operandTextures.acquired > acquired, on, `operand textures used: ${on}`);
+    const arrays = await Promise.all(tensors.map((t) => t.toArray() as Promise<Float32Array>));
+    tensors.forEach((t) => t.dispose());
+    return arrays;
+  } finally {
+    gpu.tunables.textureOperands = before;
+  }
+}
+
+const CONFIGS: Config[] = [
+  // vec4 rows, both strides (phased data gradient), carried filter-gradient blocks.
+  cfg({ batch: 2, inC: 5, outC: 17, h: 5, w: 16, kh: 3, kw: 3, padding: [1, 1] }),
+  cfg({ batch: 2, inC: 3, outC: 8, h: 5, w: 16, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2] }),
+  // Short unrolled rows; scalar rows (width not a multiple of 4); a dilated 1-row map.
+  cfg({ batch: 2, inC: 4, outC: 9, h: 6, w: 8, kh: 3, kw: 3, padding: [1, 1] }),
+  cfg({ inC: 3, outC: 4, h: 7, w: 9, kh: 3, kw: 2, stride: [1, 2], padding: [2, 0], dilation: [1, 2] }),
+  // Several uniform chunks of input channels (accumulating dispatches read one texture).
+  cfg({ inC: 48, outC: 20, h: 5, w: 4, kh: 5, kw: 5, padding: [2, 2], bias: false }),
+];
+
+gpuTest("conv2d cpu: texture and storage operands give the same bits", async (gpu) => {
+  let seed = 40;
+  for (const c of CONFIGS) {
+    const rng = new Rng(seed++);
+    const x = fromArray(Float32Array.from(rng.array([c.batch, c.inC, c.h, c.w]).data), [
+      c.batch,
+      c.inC,
+      c.h,
+      c.w,
+    ]);
+    const w = fromArray(Float32Array.from(rng.array([c.outC, c.inC, c.kh, c.kw]).data), [
+      c.outC,
+      c.inC,
+      c.kh,
+      c.kw,
+    ]);
+    const dyShape = [c.batch, c.outC, ...outSize(c)];
+    const dy = fromArray(Float32Array.from(rng.array(dyShape).data), dyShape);
+    const o = options(c, "cpu");
+    const run = () => [
+      conv2d(x, w, undefined, o),
+      conv2dBackwardData(dy, w, x.shape, o),
+      conv2dBackwardFilter(x, dy, w.shape, o),
+    ];
+    const [texture, storage] = [await withTextures(gpu, true, run), await withTextures(gpu, false, run)];
+    ["forward", "data gradient", "filter gradient"].forEach((what, i) => {
+      assert.ok(texture[i].every(Number.isFinite), `${what} finite`);
+      assert.deepEqual(texture[i], storage[i], `${what} of x[${x.shape}] w[${w.shape}]`);
+    });
+    [x, w, dy].forEach((t) => t.dispose());
+  }
+});
+
+gpuTest("batchNorm2d cpu: texture and storage operands give the same bits", async (gpu) => {
+  // 8+ channels: the fused one-dispatch passes; vec4 units (H·W % 4 == 0) and scalar ones.
+  for (const shape of [[2, 9, 4, 6], [3, 8, 3, 5]]) {
+    const rng = new Rng(shape[2]);
+    const make = (s: number[]) => fromArray(Float32Array.from(rng.array(s).data), s);
+    const x = make(shape), res = make(shape), r = make(shape);
+    const gamma = make([shape[1]]), beta = make([shape[1]]);
+    const run = () => {
+      const runningMean = zeros([shape[1]]), runningVar = ones([shape[1]]);
+      const { value, grads } = grad(
+        (x, gamma, beta, res) =>
+          sum(
+            mul(
+              batchNorm2d(x, gamma, beta, runningMean, runningVar, {
+                training: true,
+                relu: true,
+                residual: res,
+              }),
+              r,
+            ),
+          ),
+        [x, gamma, beta, res],
+      );
+      return [value, ...grads, runningMean, runningVar];
+    };
+    const [texture, storage] = [await withTextures(gpu, true, run), await withTextures(gpu, false, run)];
+    texture.forEach((t, i) => {
+      assert.ok(t.every(Number.isFinite), `output ${i} finite`);
+      assert.deepEqual(t, storage[i], `output ${i} for x[${shape}]`);
+    });
+    [x, res, r, gamma, beta].forEach((t) => t.dispose());
+  }
+});
