@@ -28,7 +28,7 @@
  * A batch of matrices is the z dimension of the grid; matrix b starts at b * stride.
  */
 import { wgsl } from "wgsl-preprocessor";
-import { memoizeShader } from "./common.ts";
+import { memoizeShader, operandTextureLoad } from "./common.ts";
 
 export type MatmulVariant = "cpu" | "gpu";
 
@@ -46,16 +46,35 @@ export interface MatmulSpec {
   k4: boolean;
   /** Add bias[n] to every row of C. */
   bias: boolean;
+  /**
+   * "cpu" only: read A and B from operand textures (src/device/operand_textures.ts;
+   * rgba32float when vectorised, else r32float) instead of storage buffers: texel fetches are
+   * gathers on lavapipe, storage loads loops over the SIMD lanes.
+   */
+  textures?: boolean;
 }
 
 /**
- * Register block of one "cpu" invocation: rows x cols outputs (cols a multiple of 4). Measured
- * on lavapipe (2 cores), GFLOP/s at 1024: 8x8 16.5-16.7, 16x16 26.3-27.3, 32x16 26.3 (A·B; Aᵀ·B
- * and A·Bᵀ alike); 256x512x512 1.3-1.4x faster with 16x16; small products (64x64x10,
- * 100x784x128, 64x4096x64) unchanged. Spilled accumulators cost less than the loads a bigger
- * block saves (each k step: 16 + 16 loads for 256 FMAs, against 8 + 8 for 64).
+ * Register block of one "cpu" invocation: rows x cols outputs (rows and cols multiples of 4),
+ * by where the operands are read from.
+ * - storage: measured on lavapipe (Xeon, 2 cores), GFLOP/s at 1024: 8x8 16.5-16.7, 16x16
+ *   26.3-27.3, 32x16 26.3 (A·B; Aᵀ·B and A·Bᵀ alike); 256x512x512 1.3-1.4x faster with 16x16;
+ *   small products (64x64x10, 100x784x128, 64x4096x64) unchanged. Spilled accumulators cost
+ *   less than the loads a bigger block saves (each k step: 16 + 16 loads for 256 FMAs, against
+ *   8 + 8 for 64).
+ * - texture (operand textures, cheaper loads): measured on lavapipe (AMD EPYC Zen 3, 2 cores),
+ *   A·B at 1024, processes alternated: 16x16 16.6-16.8, 8x16 19.1-19.4, 16x8 19.2, 16x32
+ *   19.1-19.5, 8x8 17.1: the smaller 8x16 block (fewer spills) as fast as any.
  */
-export const CPU_BLOCK = { rows: 16, cols: 16 };
+export const CPU_BLOCK = {
+  storage: { rows: 16, cols: 16 },
+  texture: { rows: 8, cols: 16 },
+};
+
+/** The "cpu" register block for a spec. */
+function cpuBlock(spec: Pick<MatmulSpec, "textures">): { rows: number; cols: number } {
+  return spec.textures ? CPU_BLOCK.texture : CPU_BLOCK.storage;
+}
 /** Invocations per workgroup (x: columns, y: rows) of the "cpu" variant. */
 export const CPU_WORKGROUP = { x: 8, y: 8 } as const;
 
@@ -63,7 +82,7 @@ export const CPU_WORKGROUP = { x: 8, y: 8 } as const;
 export function vectorised(spec: MatmulSpec): { a: boolean; b: boolean; c: boolean } {
   if (spec.variant === "gpu") return { a: false, b: false, c: false };
   return {
-    a: spec.transposeA ? spec.m4 && CPU_BLOCK.rows % 4 === 0 : spec.k4,
+    a: spec.transposeA ? spec.m4 && cpuBlock(spec).rows % 4 === 0 : spec.k4,
     b: spec.transposeB ? spec.k4 : spec.n4,
     c: spec.n4,
   };
@@ -73,9 +92,10 @@ export function vectorised(spec: MatmulSpec): { a: boolean; b: boolean; c: boole
 export const GPU_TILE = { rows: 64, cols: 64, depth: 16, threads: 16 } as const;
 
 /** Rows x columns of C computed by one workgroup. */
-export function matmulTile(variant: MatmulVariant): { rows: number; cols: number } {
+export function matmulTile(variant: MatmulVariant, textures = false): { rows: number; cols: number } {
+  const block = cpuBlock({ textures });
   return variant === "cpu"
-    ? { rows: CPU_BLOCK.rows * CPU_WORKGROUP.y, cols: CPU_BLOCK.cols * CPU_WORKGROUP.x }
+    ? { rows: block.rows * CPU_WORKGROUP.y, cols: block.cols * CPU_WORKGROUP.x }
     : { rows: GPU_TILE.rows, cols: GPU_TILE.cols };
 }
 
@@ -93,8 +113,12 @@ function bindings(spec: MatmulSpec): string {
   const vec = vectorised(spec);
   const t = (v: boolean) => (v ? "vec4<f32>" : "f32");
   return wgsl`
-@group(0) @binding(0) var<storage, read> A: array<${t(vec.a)}>;
-@group(0) @binding(1) var<storage, read> B: array<${t(vec.b)}>;
+@group(0) @binding(0) ${
+    spec.textures ? "var A: texture_2d<f32>" : `var<storage, read> A: array<${t(vec.a)}>`
+  };
+@group(0) @binding(1) ${
+    spec.textures ? "var B: texture_2d<f32>" : `var<storage, read> B: array<${t(vec.b)}>`
+  };
 #if ${spec.bias}
 @group(0) @binding(2) var<storage, read> bias: array<${t(vec.c)}>;
 @group(0) @binding(3) var<storage, read_write> C: array<${t(vec.c)}>;
@@ -118,11 +142,14 @@ function generateMatmulShader(spec: MatmulSpec): string {
 const range = (n: number) => [...Array(n).keys()];
 
 function cpuShader(spec: MatmulSpec): string {
-  const TM = CPU_BLOCK.rows, TN = CPU_BLOCK.cols, G = TN / 4;
+  const { rows: TM, cols: TN } = cpuBlock(spec), G = TN / 4;
   const KS = spec.k4 ? 4 : 1; // k values per loop iteration
   const vec = vectorised(spec);
   const lines: string[] = [];
   const emit = (s: string) => lines.push(s);
+  // Element `index` of A or B (vec4 elements where vectorised), from storage or a texture.
+  const A = (index: string) => spec.textures ? operandTextureLoad("A", index, vec.a) : `A[${index}]`;
+  const B = (index: string) => spec.textures ? operandTextureLoad("B", index, vec.b) : `B[${index}]`;
 
   // Loads for one step of the k loop: a(i, kk) is the scalar A value of block row i at depth
   // k + kk, b(kk, g) the vec4 of B values at depth k + kk for block columns 4g..4g+3.
@@ -131,40 +158,40 @@ function cpuShader(spec: MatmulSpec): string {
   const quad = (f: (c: number) => string) => `vec4<f32>(${range(4).map(f).join(", ")})`;
   if (!spec.transposeA && vec.a) {
     // A[m, k..k+3] is one vec4 per row (vectorised only when K % 4 == 0).
-    for (const i of range(TM)) emit(`let a${i} = A[a_row${i} + k / 4u];`);
+    for (const i of range(TM)) emit(`let a${i} = ${A(`a_row${i} + k / 4u`)};`);
     a = (i, kk) => `a${i}[${kk}]`;
   } else if (!spec.transposeA) {
-    for (const i of range(TM)) emit(`let a${i} = A[a_row${i} + k];`);
+    for (const i of range(TM)) emit(`let a${i} = ${A(`a_row${i} + k`)};`);
     a = (i) => `a${i}`;
   } else if (vec.a) {
     // Aᵀ: A is [K, M]; A[k, m..m+3] covers four rows of the block at once.
     for (const kk of range(KS)) {
-      for (const g of range(TM / 4)) emit(`let a${kk}_${g} = A[(k + ${kk}u) * M4 + a_col4_${g}];`);
+      for (const g of range(TM / 4)) emit(`let a${kk}_${g} = ${A(`(k + ${kk}u) * M4 + a_col4_${g}`)};`);
     }
     a = (i, kk) => `a${kk}_${Math.floor(i / 4)}[${i % 4}]`;
   } else {
     for (const kk of range(KS)) {
-      for (const i of range(TM)) emit(`let a${kk}_${i} = A[(k + ${kk}u) * p.M + a_col${i}];`);
+      for (const i of range(TM)) emit(`let a${kk}_${i} = ${A(`(k + ${kk}u) * p.M + a_col${i}`)};`);
     }
     a = (i, kk) => `a${kk}_${i}`;
   }
   if (!spec.transposeB && vec.b) {
     // B[k, n..n+3] is one vec4: exactly the four columns one accumulator needs.
     for (const kk of range(KS)) {
-      for (const g of range(G)) emit(`let b${kk}_${g} = B[(k + ${kk}u) * N4 + b_col4_${g}];`);
+      for (const g of range(G)) emit(`let b${kk}_${g} = ${B(`(k + ${kk}u) * N4 + b_col4_${g}`)};`);
     }
     b = (kk, g) => `b${kk}_${g}`;
   } else if (!spec.transposeB) {
     for (const kk of range(KS)) {
-      for (const j of range(TN)) emit(`let b${kk}_${j} = B[(k + ${kk}u) * p.N + b_col${j}];`);
+      for (const j of range(TN)) emit(`let b${kk}_${j} = ${B(`(k + ${kk}u) * p.N + b_col${j}`)};`);
     }
     b = (kk, g) => quad((c) => `b${kk}_${4 * g + c}`);
   } else if (vec.b) {
     // Bᵀ: B is [N, K]; B[n, k..k+3] is one vec4 per column (vectorised only when K % 4 == 0).
-    for (const j of range(TN)) emit(`let b${j} = B[b_row${j} + k / 4u];`);
+    for (const j of range(TN)) emit(`let b${j} = ${B(`b_row${j} + k / 4u`)};`);
     b = (kk, g) => quad((c) => `b${4 * g + c}[${kk}]`);
   } else {
-    for (const j of range(TN)) emit(`let b${j} = B[b_row${j} + k];`);
+    for (const j of range(TN)) emit(`let b${j} = ${B(`b_row${j} + k`)};`);
     b = (_, g) => quad((c) => `b${4 * g + c}`);
   }
   // Outer products: acc[i][g] (a vec4 of 4 columns) += a(i, kk) * b(kk, g).

@@ -26,9 +26,11 @@ export const tunables = {
    */
   cpuDriverThreadsPerCpu: 2,
   /**
-   * The CPU-tuned (direct) conv kernels read their input operands through textures
-   * (src/device/operand_textures.ts) instead of storage buffers: one copy per operand and op,
-   * then texel fetches, which lavapipe compiles to gathers instead of a per-lane load loop.
+   * The CPU-tuned kernels (direct conv forward and gradients, fused batchnorm passes, matmul)
+   * read their input operands through textures (src/device/operand_textures.ts) instead of
+   * storage buffers: one copy per operand and op, then texel fetches, which lavapipe compiles
+   * to gathers instead of a per-lane load loop. Measured on an AMD EPYC (Zen 3) VM: conv
+   * 1.6-3.5x, matmul 1024 4.8x, ResNet-8 training step 2.6x.
    */
   textureOperands: true,
 };

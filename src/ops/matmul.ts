@@ -23,7 +23,14 @@ import { currentGpu } from "../device/runtime.ts";
 import { fmt, ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { checkFloat } from "./elementwise.ts";
-import { CPU_ADAPTER_MAX_LOOP, launch, output, params } from "./kernel.ts";
+import {
+  CPU_ADAPTER_MAX_LOOP,
+  launch,
+  operandTextures,
+  output,
+  params,
+  releaseOperandTextures,
+} from "./kernel.ts";
 import { sum } from "./reduce.ts";
 import { add } from "./arithmetic.ts";
 import { slice } from "./shape_ops.ts";
@@ -123,8 +130,6 @@ function runMatmul(
   }
   const c = output(op, outShape);
   if (c.size === 0) return c;
-  const tile = matmulTile(variant);
-  const rowsPerGroup = tile.rows, colsPerGroup = tile.cols;
   // With K = 0 some operands are empty buffers, which cannot be bound as vec4 arrays; the
   // scalar kernel just writes the bias (or zeros).
   const aligned = (d: number) => K > 0 && d % 4 === 0;
@@ -132,18 +137,24 @@ function runMatmul(
     variant,
     transposeA: prob.transposeA,
     transposeB: prob.transposeB,
-    exact: M % rowsPerGroup === 0 && N % colsPerGroup === 0 &&
-      (variant === "cpu" || K % GPU_TILE.depth === 0),
+    exact: false,
     m4: variant === "cpu" && aligned(M),
     n4: variant === "cpu" && aligned(N),
     k4: variant === "cpu" && aligned(K),
     bias: bias !== null,
   };
   const vec = vectorised(spec);
+  // The "cpu" kernel reads A and B through operand textures where it can.
+  const textures = variant === "cpu" ? operandTextures([a, b], [vec.a, vec.b]) : undefined;
+  spec.textures = textures !== undefined;
+  const tile = matmulTile(variant, spec.textures);
+  spec.exact = M % tile.rows === 0 && N % tile.cols === 0 && (variant === "cpu" || K % GPU_TILE.depth === 0);
   const unit = (v: boolean) => (v ? 4 : 1);
   const p = params().u32(M, N, K, 0, (M * K) / unit(vec.a), (K * N) / unit(vec.b), (M * N) / unit(vec.c), 0);
-  const bindings = bias ? [a, b, bias, c, p] : [a, b, c, p];
-  launch(op, matmulShader(spec), bindings, [Math.ceil(N / colsPerGroup), Math.ceil(M / rowsPerGroup), batch]);
+  const [ta, tb] = textures ?? [a, b];
+  const bindings = bias ? [ta, tb, bias, c, p] : [ta, tb, c, p];
+  launch(op, matmulShader(spec), bindings, [Math.ceil(N / tile.cols), Math.ceil(M / tile.rows), batch]);
+  releaseOperandTextures(textures);
   return c;
 }
 

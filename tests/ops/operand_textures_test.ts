@@ -10,6 +10,7 @@ import { OPERAND_TEXTURE_WIDTH, operandTextureLoad } from "../../shaders/common.
 import { grad } from "../../src/autograd/backward.ts";
 import { conv2d, conv2dBackwardData, conv2dBackwardFilter } from "../../src/ops/conv2d.ts";
 import { batchNorm2d } from "../../src/ops/batchnorm.ts";
+import { batchMatmul, linear, matmul } from "../../src/ops/matmul.ts";
 import { fromArray, ones, zeros } from "../../src/ops/creation.ts";
 import { launch, operandTextures, output, params } from "../../src/ops/kernel.ts";
 import { mul } from "../../src/ops/arithmetic.ts";
@@ -149,5 +150,44 @@ gpuTest("batchNorm2d cpu: texture and storage operands give the same bits", asyn
       assert.deepEqual(t, storage[i], `output ${i} for x[${shape}]`);
     });
     [x, res, r, gamma, beta].forEach((t) => t.dispose());
+  }
+});
+
+gpuTest("matmul cpu: texture and storage operands give the same bits", async (gpu) => {
+  // [M, K, N]: 4-aligned (vec4 texels; the texture block's exact grid), ragged (r32float
+  // texels, clamped edges), and each transpose; a batch; a linear layer's bias (B = W [N, K]).
+  const cases: {
+    m: number;
+    k: number;
+    n: number;
+    tA?: boolean;
+    tB?: boolean;
+    batch?: number;
+    bias?: boolean;
+  }[] = [
+    { m: 64, k: 32, n: 128 },
+    { m: 13, k: 7, n: 21, tB: true, bias: true },
+    { m: 20, k: 12, n: 36, tA: true },
+    { m: 9, k: 16, n: 8, tB: true },
+    { m: 12, k: 5, n: 17, tA: true, tB: true, batch: 3 },
+  ];
+  const rng = new Rng(77);
+  for (const c of cases) {
+    const lead = c.batch ? [c.batch] : [];
+    const make = (s: number[]) => fromArray(Float32Array.from(rng.array(s).data), s);
+    const a = make([...lead, ...(c.tA ? [c.k, c.m] : [c.m, c.k])]);
+    const b = make([...lead, ...(c.tB ? [c.n, c.k] : [c.k, c.n])]);
+    const bias = c.bias ? make([c.n]) : undefined;
+    const run = () => [
+      c.batch
+        ? batchMatmul(a, b, { transposeA: c.tA, transposeB: c.tB })
+        : bias
+        ? linear(a, b, bias)
+        : matmul(a, b, { transposeA: c.tA, transposeB: c.tB }),
+    ];
+    const [texture, storage] = [await withTextures(gpu, true, run), await withTextures(gpu, false, run)];
+    assert.ok(texture[0].every(Number.isFinite), "finite");
+    assert.deepEqual(texture[0], storage[0], JSON.stringify(c));
+    [a, b, ...(bias ? [bias] : [])].forEach((t) => t.dispose());
   }
 });
