@@ -551,15 +551,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
 }
 
 /**
- * y = (x − mean)·(invstd·gamma) + beta per unit, optionally max(y, 0).
- * Bindings: x, stats, gamma, beta, y, params.
+ * y = (x − mean)·(invstd·gamma) + beta per unit, optionally max(y, 0) (+ res before it).
+ * Bindings: x, stats, gamma, beta, [res], y, params; x and res from operand textures when
+ * `textures`.
  */
 export const normalizeShader = memoizeShader(generateNormalizeShader);
 
-function generateNormalizeShader(spec: StreamSpec, relu: boolean, residual = false): string {
+function generateNormalizeShader(
+  spec: StreamSpec,
+  relu: boolean,
+  residual = false,
+  textures = false,
+): string {
   let b = 0;
   const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
-  const x = unitOperand("x", spec.vec4, false), res = unitOperand("res", spec.vec4, false);
+  const x = unitOperand("x", spec.vec4, textures), res = unitOperand("res", spec.vec4, textures);
   const bindings = [
     bind(x.decl),
     bind("var<storage, read> stats: array<vec2<f32>>"),
@@ -627,15 +633,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 /**
  * dx per unit. Training: gamma·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)); eval: gamma·invstd·dy
  * (the statistics are constants). With ReLU, dy is first masked by y > 0.
- * Bindings: [x], dy, stats, gamma, [beta], [coef], dx, params (x only when training or ReLU).
+ * Bindings: [x], dy, stats, gamma, [beta], [coef], dx, params (x only when training or ReLU);
+ * x and dy from operand textures when `textures`.
  */
 export const batchNormBackwardDataShader = memoizeShader(generateBatchNormBackwardDataShader);
 
-function generateBatchNormBackwardDataShader(spec: StreamSpec, training: boolean, relu: boolean): string {
+function generateBatchNormBackwardDataShader(
+  spec: StreamSpec,
+  training: boolean,
+  relu: boolean,
+  textures = false,
+): string {
   const needsX = training || relu;
   let b = 0;
   const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
-  const x = unitOperand("x", spec.vec4, false), dy = unitOperand("dy", spec.vec4, false);
+  const x = unitOperand("x", spec.vec4, textures), dy = unitOperand("dy", spec.vec4, textures);
   const bindings = [
     ...(needsX ? [bind(x.decl)] : []),
     bind(dy.decl),

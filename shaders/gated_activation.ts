@@ -13,21 +13,40 @@
  * five gradients plus two zero-padded slice gradients and an add backward: ~7x the traffic.
  * `vec4`: a plane (H·W) holds a multiple of 4 elements, so four neighbours share n and c.
  */
-import { flatIndex, WORKGROUP_1D } from "./common.ts";
+import { flatIndex, operandTextureLoad, WORKGROUP_1D } from "./common.ts";
 
 /**
- * One kernel of the pair: `bindings` (storage buffers of element type T, then the Params
- * uniform), and a `body` run per output unit i with ia / ib, the indices of its feature and gate.
+ * One kernel of the pair: read-only `inputs` (read with load_<name>(index), from storage buffers
+ * of element type T or, with `textures`, from operand textures: src/device/operand_textures.ts),
+ * `outputs` (storage), then the Params uniform; a `body` run per output unit i with ia / ib,
+ * the indices of its feature and gate.
  */
-function gatedKernel(vec4: boolean, bindings: string[], body: string): string {
+function gatedKernel(
+  vec4: boolean,
+  textures: boolean,
+  inputs: string[],
+  outputs: string[],
+  body: string,
+): string {
   const T = vec4 ? "vec4<f32>" : "f32";
-  const declarations = bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b}: array<${T}>;`);
+  const declarations = [
+    ...inputs.map((name) =>
+      textures ? `var ${name}: texture_2d<f32>` : `var<storage, read> ${name}: array<${T}>`
+    ),
+    ...outputs.map((name) => `var<storage, read_write> ${name}: array<${T}>`),
+  ].map((d, i) => `@group(0) @binding(${i}) ${d};`);
+  const loaders = inputs.map((name) =>
+    `fn load_${name}(u: u32) -> ${T} { return ${
+      textures ? operandTextureLoad(name, "u", vec4) : `${name}[u]`
+    }; }`
+  );
   return /* wgsl */ `
 ${flatIndex}
 // units: elements of the output (vec4s when vec4); plane: units per (n, c); channels: C.
 struct Params { units: u32, plane: u32, channels: u32, _pad: u32 }
 ${declarations.join("\n")}
-@group(0) @binding(${bindings.length}) var<uniform> p: Params;
+@group(0) @binding(${declarations.length}) var<uniform> p: Params;
+${loaders.join("\n")}
 
 fn elu(a: ${T}) -> ${T} { return select(exp(a) - 1.0, a, a > ${T}(0.0)); }
 // 1 / (1 + e^-b): e^-b = inf saturates to 0, not NaN.
@@ -45,18 +64,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }`;
 }
 
-export function gatedActivationShader(vec4: boolean): string {
-  return gatedKernel(vec4, ["read> y", "read_write> out"], "out[i] = elu(y[ia]) * sigmoid(y[ib]);");
+export function gatedActivationShader(vec4: boolean, textures = false): string {
+  return gatedKernel(vec4, textures, ["y"], ["out"], "out[i] = elu(load_y(ia)) * sigmoid(load_y(ib));");
 }
 
-export function gatedActivationBackwardShader(vec4: boolean): string {
+export function gatedActivationBackwardShader(vec4: boolean, textures = false): string {
   const T = vec4 ? "vec4<f32>" : "f32";
   return gatedKernel(
     vec4,
-    ["read> y", "read> dout", "read_write> dy"],
-    /* wgsl */ `let a = y[ia];
-  let s = sigmoid(y[ib]);
-  let g = dout[i];
+    textures,
+    ["y", "dout"],
+    ["dy"],
+    /* wgsl */ `let a = load_y(ia);
+  let s = sigmoid(load_y(ib));
+  let g = load_dout(i);
   dy[ia] = g * s * select(exp(a), ${T}(1.0), a > ${T}(0.0));
   dy[ib] = g * elu(a) * s * (1.0 - s);`,
   );

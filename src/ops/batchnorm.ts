@@ -238,9 +238,7 @@ function channelSumsFinished(
   // The cpu variant reads its per-unit operands (x, dy, res: see ChannelSumsSpec's bindings)
   // through textures when it can: all of them, or none.
   const unitOperands = [0, ...(kind === "grad" ? [1] : []), ...(extra.residual ? [inputs.length - 1] : [])];
-  const textures = v === "cpu"
-    ? operandTextures(unitOperands.map((i) => inputs[i]), unitOperands.map(() => l.vec4))
-    : undefined;
+  const textures = unitTextures(l, unitOperands.map((i) => inputs[i]));
   const bound: KernelBinding[] = [...inputs];
   if (textures) unitOperands.forEach((i, k) => bound[i] = textures[k]);
   const source = channelSumsShader({
@@ -258,6 +256,14 @@ function channelSumsFinished(
   const grid = v === "cpu" ? grid1d(l.channels, 1) : [1, l.channels];
   launch(op, source, [...bound, ...outputs, p], grid);
   releaseOperandTextures(textures);
+}
+
+/**
+ * The per-unit operands (x, dy, res) of a cpu-variant kernel in operand textures (vec4 texels
+ * for vec4 units), or undefined: other variants, or the tunable off (see operandTextures).
+ */
+function unitTextures(l: Layout, tensors: Tensor[]): GPUTexture[] | undefined {
+  return variant() === "cpu" ? operandTextures(tensors, tensors.map(() => l.vec4)) : undefined;
 }
 
 function check(op: string, x: Tensor, perChannel: [string, Tensor][], options: BatchNormOptions): void {
@@ -382,12 +388,16 @@ export function batchNorm2dWithStats(
   if (l.units > 0 && !fused) {
     const p = params().u32(l.units, l.unitsPerPlane, l.channels);
     const invocations = Math.ceil(l.units / l.stream.run);
+    const textures = unitTextures(l, residual ? [x, residual] : [x]);
+    const xIn: KernelBinding = textures?.[0] ?? x;
+    const resIn: KernelBinding | undefined = residual && (textures?.[1] ?? residual);
     launch(
       op,
-      normalizeShader(l.stream, relu, residual !== undefined),
-      residual ? [x, stats, gamma, beta, residual, y, p] : [x, stats, gamma, beta, y, p],
+      normalizeShader(l.stream, relu, residual !== undefined, textures !== undefined),
+      [xIn, stats, gamma, beta, ...(resIn ? [resIn] : []), y, p],
       grid1d(invocations, BN_WORKGROUP),
     );
+    releaseOperandTextures(textures);
   }
 
   const inputs = residual ? [x, gamma, beta, residual] : [x, gamma, beta];
@@ -448,9 +458,12 @@ export function batchNorm2dWithStats(
     if (wantDx) {
       dx = output(`${op}.backward`, x.shape);
       if (l.units > 0) {
+        const needsX = training || relu;
+        const textures = unitTextures(l, needsX ? [x, dy] : [dy]);
+        const [xIn, dyIn] = textures ? (needsX ? textures : [x, textures[0]]) : [x, dy];
         const bindings = [
-          ...(training || relu ? [x] : []),
-          dy,
+          ...(needsX ? [xIn] : []),
+          dyIn,
           saved,
           gamma,
           ...(relu ? [beta] : []),
@@ -460,10 +473,11 @@ export function batchNorm2dWithStats(
         ];
         launch(
           `${op}.backward`,
-          batchNormBackwardDataShader(l.stream, training, relu),
+          batchNormBackwardDataShader(l.stream, training, relu, textures !== undefined),
           bindings,
           grid1d(Math.ceil(l.units / l.stream.run), BN_WORKGROUP),
         );
+        releaseOperandTextures(textures);
       }
     }
     coef?.dispose();

@@ -4,10 +4,11 @@
  */
 import { gatedActivationBackwardShader, gatedActivationShader } from "../../shaders/gated_activation.ts";
 import { record } from "../autograd/tape.ts";
+import { currentGpu } from "../device/runtime.ts";
 import { fmt, ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { checkFloat } from "./elementwise.ts";
-import { grid1d, launch, output, params } from "./kernel.ts";
+import { grid1d, launch, operandTextures, output, params, releaseOperandTextures } from "./kernel.ts";
 
 /** y [N, 2C, H, W] (features, then gates) -> ELU(y[:, :C]) · sigmoid(y[:, C:]) [N, C, H, W]. */
 export function gatedActivation(y: Tensor, channels: number): Tensor {
@@ -25,11 +26,25 @@ export function gatedActivation(y: Tensor, channels: number): Tensor {
   const units = (n * channels * h * w) / lanes;
   const p = params().u32(units, (h * w) / lanes, channels, 0);
   const out = output(op, [n, channels, h, w]);
-  if (units > 0) launch(op, gatedActivationShader(vec4), [y, out, p], grid1d(units));
+  // On CPU adapters the inputs are read through operand textures (cheaper loads).
+  const cpu = currentGpu().adapterClass === "cpu";
+  if (units > 0) {
+    const textures = cpu ? operandTextures([y], [vec4]) : undefined;
+    launch(
+      op,
+      gatedActivationShader(vec4, textures !== undefined),
+      [textures?.[0] ?? y, out, p],
+      grid1d(units),
+    );
+    releaseOperandTextures(textures);
+  }
   return record(op, [y], out, (dout) => {
     const dy = output(`${op}.backward`, y.shape);
     if (units > 0) {
-      launch(`${op}.backward`, gatedActivationBackwardShader(vec4), [y, dout, dy, p], grid1d(units));
+      const textures = cpu ? operandTextures([y, dout], [vec4, vec4]) : undefined;
+      const shader = gatedActivationBackwardShader(vec4, textures !== undefined);
+      launch(`${op}.backward`, shader, [...(textures ?? [y, dout]), dy, p], grid1d(units));
+      releaseOperandTextures(textures);
     }
     return [dy];
   });

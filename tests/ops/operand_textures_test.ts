@@ -10,6 +10,7 @@ import { OPERAND_TEXTURE_WIDTH, operandTextureLoad } from "../../shaders/common.
 import { grad } from "../../src/autograd/backward.ts";
 import { conv2d, conv2dBackwardData, conv2dBackwardFilter } from "../../src/ops/conv2d.ts";
 import { batchNorm2d } from "../../src/ops/batchnorm.ts";
+import { gatedActivation } from "../../src/ops/gated_activation.ts";
 import { batchMatmul, linear, matmul } from "../../src/ops/matmul.ts";
 import { fromArray, ones, zeros } from "../../src/ops/creation.ts";
 import { launch, operandTextures, output, params } from "../../src/ops/kernel.ts";
@@ -120,36 +121,61 @@ gpuTest("conv2d cpu: texture and storage operands give the same bits", async (gp
 });
 
 gpuTest("batchNorm2d cpu: texture and storage operands give the same bits", async (gpu) => {
-  // 8+ channels: the fused one-dispatch passes; vec4 units (H·W % 4 == 0) and scalar ones.
-  for (const shape of [[2, 9, 4, 6], [3, 8, 3, 5]]) {
-    const rng = new Rng(shape[2]);
+  // Training with 8+ channels: the fused one-dispatch passes; with fewer: reduction, then the
+  // streaming passes; eval: the streaming passes alone. vec4 units (H·W % 4 == 0) and scalar.
+  const cases = [
+    { shape: [2, 9, 4, 6], training: true },
+    { shape: [3, 8, 3, 5], training: true },
+    { shape: [2, 3, 4, 6], training: true },
+    { shape: [2, 9, 4, 6], training: false },
+    { shape: [3, 2, 3, 5], training: false },
+  ];
+  for (const { shape, training } of cases) {
+    const rng = new Rng(shape[1] + shape[2]);
     const make = (s: number[]) => fromArray(Float32Array.from(rng.array(s).data), s);
     const x = make(shape), res = make(shape), r = make(shape);
     const gamma = make([shape[1]]), beta = make([shape[1]]);
     const run = () => {
       const runningMean = zeros([shape[1]]), runningVar = ones([shape[1]]);
-      const { value, grads } = grad(
-        (x, gamma, beta, res) =>
-          sum(
-            mul(
-              batchNorm2d(x, gamma, beta, runningMean, runningVar, {
-                training: true,
-                relu: true,
-                residual: res,
-              }),
-              r,
-            ),
-          ),
-        [x, gamma, beta, res],
-      );
+      const { value, grads } = grad((x, gamma, beta, res) => {
+        const y = batchNorm2d(x, gamma, beta, runningMean, runningVar, {
+          training,
+          relu: true,
+          residual: res,
+        });
+        return sum(mul(y, r));
+      }, [x, gamma, beta, res]);
       return [value, ...grads, runningMean, runningVar];
     };
     const [texture, storage] = [await withTextures(gpu, true, run), await withTextures(gpu, false, run)];
     texture.forEach((t, i) => {
       assert.ok(t.every(Number.isFinite), `output ${i} finite`);
-      assert.deepEqual(t, storage[i], `output ${i} for x[${shape}]`);
+      assert.deepEqual(t, storage[i], `output ${i} for x[${shape}], training ${training}`);
     });
     [x, res, r, gamma, beta].forEach((t) => t.dispose());
+  }
+});
+
+gpuTest("gatedActivation: texture and storage operands give the same bits", async (gpu) => {
+  for (const shape of [[2, 6, 4, 6], [1, 4, 3, 5]]) {
+    const rng = new Rng(shape[3]);
+    const y = fromArray(Float32Array.from(rng.array(shape).data), shape);
+    const r = fromArray(Float32Array.from(rng.array([shape[0], shape[1] / 2, shape[2], shape[3]]).data), [
+      shape[0],
+      shape[1] / 2,
+      shape[2],
+      shape[3],
+    ]);
+    const run = () => {
+      const { value, grads } = grad((y) => sum(mul(gatedActivation(y, shape[1] / 2), r)), [y]);
+      return [value, ...grads];
+    };
+    const [texture, storage] = [await withTextures(gpu, true, run), await withTextures(gpu, false, run)];
+    texture.forEach((t, i) => {
+      assert.ok(t.every(Number.isFinite), `output ${i} finite`);
+      assert.deepEqual(t, storage[i], `output ${i} for y[${shape}]`);
+    });
+    [y, r].forEach((t) => t.dispose());
   }
 });
 
