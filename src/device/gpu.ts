@@ -224,8 +224,9 @@ export class Gpu {
     this.throwIfFailed();
   }
 
-  memory(): PoolStats {
-    return this.pool.stats();
+  /** The buffer pool's counters, and the bytes of operand textures (scratch copies, reused). */
+  memory(): PoolStats & { operandTextureBytes: number } {
+    return { ...this.pool.stats(), operandTextureBytes: this.operandTextures.bytesAllocated };
   }
 
   destroy(): void {

@@ -52,6 +52,7 @@ gpuTest("operand textures: every element comes back, in full and partial rows", 
         Math.ceil(groups / 1024),
       ]);
       gpu.releaseOperandTexture(texture);
+      assert.ok(gpu.memory().operandTextureBytes >= floats * 4, "memory() counts operand textures");
       const got = await y.toArray();
       assert.deepEqual(got, data, `${texels} texels, ${vec4 ? "rgba32float" : "r32float"}`);
       x.dispose();
