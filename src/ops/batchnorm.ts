@@ -28,15 +28,7 @@ import { currentGpu } from "../device/runtime.ts";
 import { fmt, sameShape, ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { checkFloat, mapElements } from "./elementwise.ts";
-import {
-  grid1d,
-  type KernelBinding,
-  launch,
-  operandTextures,
-  output,
-  params,
-  releaseOperandTextures,
-} from "./kernel.ts";
+import { grid1d, type KernelBinding, launch, output, params, withOperandTextures } from "./kernel.ts";
 
 export interface BatchNormOptions {
   /** Batch statistics (and running-stat update) when true; running statistics when false. */
@@ -238,32 +230,36 @@ function channelSumsFinished(
   // The cpu variant reads its per-unit operands (x, dy, res: see ChannelSumsSpec's bindings)
   // through textures when it can: all of them, or none.
   const unitOperands = [0, ...(kind === "grad" ? [1] : []), ...(extra.residual ? [inputs.length - 1] : [])];
-  const textures = unitTextures(l, unitOperands.map((i) => inputs[i]));
-  const bound: KernelBinding[] = [...inputs];
-  if (textures) unitOperands.forEach((i, k) => bound[i] = textures[k]);
-  const source = channelSumsShader({
-    kind,
-    variant: v,
-    vec4: l.vec4,
-    run,
-    aligned: v === "cpu" && l.unitsPerPlane % run === 0,
-    finalize: true,
-    textures: textures !== undefined,
-    ...extra,
+  withUnitTextures(l, unitOperands.map((i) => inputs[i]), (operands, textures) => {
+    const bound: KernelBinding[] = [...inputs];
+    unitOperands.forEach((i, k) => bound[i] = operands[k]);
+    const source = channelSumsShader({
+      kind,
+      variant: v,
+      vec4: l.vec4,
+      run,
+      aligned: v === "cpu" && l.unitsPerPlane % run === 0,
+      finalize: true,
+      textures,
+      ...extra,
+    });
+    const lanes = v === "cpu" ? REDUCE_WORKGROUP.cpu : plan.lanes;
+    const p = params().u32(l.channels, l.unitsPerPlane, l.unitsPerChannel, lanes, parts).f32(...values);
+    const grid = v === "cpu" ? grid1d(l.channels, 1) : [1, l.channels];
+    launch(op, source, [...bound, ...outputs, p], grid);
   });
-  const lanes = v === "cpu" ? REDUCE_WORKGROUP.cpu : plan.lanes;
-  const p = params().u32(l.channels, l.unitsPerPlane, l.unitsPerChannel, lanes, parts).f32(...values);
-  const grid = v === "cpu" ? grid1d(l.channels, 1) : [1, l.channels];
-  launch(op, source, [...bound, ...outputs, p], grid);
-  releaseOperandTextures(textures);
 }
 
 /**
- * The per-unit operands (x, dy, res) of a cpu-variant kernel in operand textures (vec4 texels
- * for vec4 units), or undefined: other variants, or the tunable off (see operandTextures).
+ * withOperandTextures for the per-unit operands (x, dy, res) of a kernel: textures (vec4 texels
+ * for vec4 units) in the cpu variant.
  */
-function unitTextures(l: Layout, tensors: Tensor[]): GPUTexture[] | undefined {
-  return variant() === "cpu" ? operandTextures(tensors, tensors.map(() => l.vec4)) : undefined;
+function withUnitTextures<T>(
+  l: Layout,
+  tensors: Tensor[],
+  record: (operands: KernelBinding[], textures: boolean) => T,
+): T {
+  return withOperandTextures(variant() === "cpu", tensors, tensors.map(() => l.vec4), record);
 }
 
 function check(op: string, x: Tensor, perChannel: [string, Tensor][], options: BatchNormOptions): void {
@@ -388,16 +384,13 @@ export function batchNorm2dWithStats(
   if (l.units > 0 && !fused) {
     const p = params().u32(l.units, l.unitsPerPlane, l.channels);
     const invocations = Math.ceil(l.units / l.stream.run);
-    const textures = unitTextures(l, residual ? [x, residual] : [x]);
-    const xIn: KernelBinding = textures?.[0] ?? x;
-    const resIn: KernelBinding | undefined = residual && (textures?.[1] ?? residual);
-    launch(
-      op,
-      normalizeShader(l.stream, relu, residual !== undefined, textures !== undefined),
-      [xIn, stats, gamma, beta, ...(resIn ? [resIn] : []), y, p],
-      grid1d(invocations, BN_WORKGROUP),
-    );
-    releaseOperandTextures(textures);
+    withUnitTextures(l, residual ? [x, residual] : [x], ([xIn, ...resIn], textures) =>
+      launch(
+        op,
+        normalizeShader(l.stream, relu, residual !== undefined, textures),
+        [xIn, stats, gamma, beta, ...resIn, y, p],
+        grid1d(invocations, BN_WORKGROUP),
+      ));
   }
 
   const inputs = residual ? [x, gamma, beta, residual] : [x, gamma, beta];
@@ -456,28 +449,27 @@ export function batchNorm2dWithStats(
     }
     let dx: Tensor | null = null;
     if (wantDx) {
-      dx = output(`${op}.backward`, x.shape);
+      const out = output(`${op}.backward`, x.shape);
+      dx = out;
       if (l.units > 0) {
         const needsX = training || relu;
-        const textures = unitTextures(l, needsX ? [x, dy] : [dy]);
-        const [xIn, dyIn] = textures ? (needsX ? textures : [x, textures[0]]) : [x, dy];
-        const bindings = [
-          ...(needsX ? [xIn] : []),
-          dyIn,
-          saved,
-          gamma,
-          ...(relu ? [beta] : []),
-          ...(coef ? [coef] : []),
-          dx,
-          params().u32(l.units, l.unitsPerPlane, l.channels),
-        ];
-        launch(
-          `${op}.backward`,
-          batchNormBackwardDataShader(l.stream, training, relu, textures !== undefined),
-          bindings,
-          grid1d(Math.ceil(l.units / l.stream.run), BN_WORKGROUP),
-        );
-        releaseOperandTextures(textures);
+        withUnitTextures(l, needsX ? [x, dy] : [dy], (operands, textures) => {
+          const bindings = [
+            ...operands,
+            saved,
+            gamma,
+            ...(relu ? [beta] : []),
+            ...(coef ? [coef] : []),
+            out,
+            params().u32(l.units, l.unitsPerPlane, l.channels),
+          ];
+          launch(
+            `${op}.backward`,
+            batchNormBackwardDataShader(l.stream, training, relu, textures),
+            bindings,
+            grid1d(Math.ceil(l.units / l.stream.run), BN_WORKGROUP),
+          );
+        });
       }
     }
     coef?.dispose();

@@ -35,15 +35,7 @@ import { fmt, sameShape, type Shape, ShapeError } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { add } from "./arithmetic.ts";
 import { checkFloat } from "./elementwise.ts";
-import {
-  fillBits,
-  grid1d,
-  launch,
-  operandTextures,
-  output,
-  params,
-  releaseOperandTextures,
-} from "./kernel.ts";
+import { fillBits, grid1d, launch, output, params, withOperandTextures } from "./kernel.ts";
 import { sum } from "./reduce.ts";
 
 export type Conv2dVariant = "cpu" | "gpu";
@@ -394,78 +386,78 @@ function runDirect(
   const [, outC, outH, outW] = out.shape;
   const coTile = directCoTile(outC);
   const WG = CONV_TUNING.directWorkgroup;
-  let moments: ChannelMoments | undefined;
-  const xTextures = operandTextures([input], [inW % 4 === 0]);
-  for (const pass of passes) {
-    if (pass.qH === 0 || pass.qW === 0) continue;
-    // Wide grids take 16x4 tiles: a weight load (a uniform gather on llvmpipe) serves every pixel
-    // of the tile and an input load every channel, and loads, not FMAs, set this kernel's speed.
-    // Measured against 8x2 tiles (forward, 16 channels per invocation): 64->64 @32x32
-    // 37.9 -> 49.8 GFLOP/s, 32->32 @16x16 31.9 -> 45.1, 16->16 @32x32 25.1 -> 32.6. Not for the
-    // data-gradient phases of a strided conv (1-4 taps each): no faster there.
-    const wide = pass.qW >= 16 && pass.taps.flat().length === tapCount;
-    const pxTile = wide ? 16 : pass.qW >= 8 ? 8 : 4;
-    // Small maps (<= 8 rows) take 4-row tiles: ~1.4x on 7x7 and 8x8 maps (measured).
-    const rows = (wide || pass.qH <= 8) && pass.qH >= 4 ? 4 : pass.qH >= 2 ? 2 : 1;
-    // Tiles hold whole phases (phases divide 4: see backwardDataDirect). 8-row tiles for phased
-    // passes ran 1.09-1.10x faster on ResNet-8's stride-2 3x3 data gradients (paired) but took
-    // ~66 s each to compile on lavapipe against ~17 s for 4 rows (2048 accumulators instead of
-    // 1024): minutes on a first run and in CI, so tiles stay at 4 rows.
-    const pyTile = Math.ceil(rows / pass.phasesY) * pass.phasesY;
-    const source = directConvShader({
-      coTile,
-      pxTile,
-      pyTile,
-      strideY: pass.strideY,
-      strideX: pass.strideX,
-      phasesY: pass.phasesY,
-      phasesX: pass.phasesX,
-      taps: pass.taps,
-      tapCount,
-      vec4: inW % 4 === 0,
-      vec4Store: outW % 4 === 0 && pass.qW === outW && pass.stepX === 1 && pass.offX === 0,
-      xTexture: xTextures !== undefined,
-      bias: bias !== undefined,
-      moments: withMoments,
-    });
-    const tilesX = Math.ceil(pass.qW / pxTile), tilesY = Math.ceil(pass.qH / pyTile);
-    const tileCount = batch * tilesX * tilesY;
-    if (withMoments) moments = { partials: output(op, [outC, tileCount, 4]), parts: tileCount };
-    const groups = Math.ceil(tileCount / WG);
-    const groupsX = Math.min(groups, gpu.limits.maxComputeWorkgroupsPerDimension);
-    const groupsY = Math.ceil(groups / groupsX);
-    for (let bc = 0; bc < packed.bChunks; bc++) {
-      const coStart = bc * packed.coChunk;
-      const coCount = Math.min(packed.coChunk, outC - coStart);
-      for (let ac = 0; ac < packed.aChunks; ac++) {
-        const ciStart = ac * packed.ciChunk;
-        // Rows of the kernel's Params struct.
-        const p = params()
-          .u32(tilesX, tilesY, tileCount, groupsX)
-          .u32(inC, ciStart, Math.min(packed.ciChunk, inC - ciStart), inH)
-          .u32(inW, outC, coStart, coCount)
-          .u32(pass.qH, pass.qW, outH, outW)
-          .u32(pass.stepY, pass.stepX, pass.offY, pass.offX)
-          .u32(packed.coChunk / 4, ac > 0 || accumulate ? 1 : 0, ac === packed.aChunks - 1 ? 1 : 0, 0);
-        const weights = {
-          buffer: packed.scratch.buffer,
-          size: CONV_TUNING.uniformFloats * 4,
-          offset: (bc * packed.aChunks + ac) * packed.stride * 4,
-        };
-        const bindings = [
-          xTextures?.[0] ?? input,
-          weights,
-          out,
-          p,
-          ...(bias ? [bias] : []),
-          ...(moments ? [moments.partials] : []),
-        ];
-        launch(op, source, bindings, [groupsX, groupsY, Math.ceil(coCount / coTile)]);
+  return withOperandTextures(true, [input], [inW % 4 === 0], ([x], xTexture) => {
+    let moments: ChannelMoments | undefined;
+    for (const pass of passes) {
+      if (pass.qH === 0 || pass.qW === 0) continue;
+      // Wide grids take 16x4 tiles: a weight load (a uniform gather on llvmpipe) serves every pixel
+      // of the tile and an input load every channel, and loads, not FMAs, set this kernel's speed.
+      // Measured against 8x2 tiles (forward, 16 channels per invocation): 64->64 @32x32
+      // 37.9 -> 49.8 GFLOP/s, 32->32 @16x16 31.9 -> 45.1, 16->16 @32x32 25.1 -> 32.6. Not for the
+      // data-gradient phases of a strided conv (1-4 taps each): no faster there.
+      const wide = pass.qW >= 16 && pass.taps.flat().length === tapCount;
+      const pxTile = wide ? 16 : pass.qW >= 8 ? 8 : 4;
+      // Small maps (<= 8 rows) take 4-row tiles: ~1.4x on 7x7 and 8x8 maps (measured).
+      const rows = (wide || pass.qH <= 8) && pass.qH >= 4 ? 4 : pass.qH >= 2 ? 2 : 1;
+      // Tiles hold whole phases (phases divide 4: see backwardDataDirect). 8-row tiles for phased
+      // passes ran 1.09-1.10x faster on ResNet-8's stride-2 3x3 data gradients (paired) but took
+      // ~66 s each to compile on lavapipe against ~17 s for 4 rows (2048 accumulators instead of
+      // 1024): minutes on a first run and in CI, so tiles stay at 4 rows.
+      const pyTile = Math.ceil(rows / pass.phasesY) * pass.phasesY;
+      const source = directConvShader({
+        coTile,
+        pxTile,
+        pyTile,
+        strideY: pass.strideY,
+        strideX: pass.strideX,
+        phasesY: pass.phasesY,
+        phasesX: pass.phasesX,
+        taps: pass.taps,
+        tapCount,
+        vec4: inW % 4 === 0,
+        vec4Store: outW % 4 === 0 && pass.qW === outW && pass.stepX === 1 && pass.offX === 0,
+        xTexture,
+        bias: bias !== undefined,
+        moments: withMoments,
+      });
+      const tilesX = Math.ceil(pass.qW / pxTile), tilesY = Math.ceil(pass.qH / pyTile);
+      const tileCount = batch * tilesX * tilesY;
+      if (withMoments) moments = { partials: output(op, [outC, tileCount, 4]), parts: tileCount };
+      const groups = Math.ceil(tileCount / WG);
+      const groupsX = Math.min(groups, gpu.limits.maxComputeWorkgroupsPerDimension);
+      const groupsY = Math.ceil(groups / groupsX);
+      for (let bc = 0; bc < packed.bChunks; bc++) {
+        const coStart = bc * packed.coChunk;
+        const coCount = Math.min(packed.coChunk, outC - coStart);
+        for (let ac = 0; ac < packed.aChunks; ac++) {
+          const ciStart = ac * packed.ciChunk;
+          // Rows of the kernel's Params struct.
+          const p = params()
+            .u32(tilesX, tilesY, tileCount, groupsX)
+            .u32(inC, ciStart, Math.min(packed.ciChunk, inC - ciStart), inH)
+            .u32(inW, outC, coStart, coCount)
+            .u32(pass.qH, pass.qW, outH, outW)
+            .u32(pass.stepY, pass.stepX, pass.offY, pass.offX)
+            .u32(packed.coChunk / 4, ac > 0 || accumulate ? 1 : 0, ac === packed.aChunks - 1 ? 1 : 0, 0);
+          const weights = {
+            buffer: packed.scratch.buffer,
+            size: CONV_TUNING.uniformFloats * 4,
+            offset: (bc * packed.aChunks + ac) * packed.stride * 4,
+          };
+          const bindings = [
+            x,
+            weights,
+            out,
+            p,
+            ...(bias ? [bias] : []),
+            ...(moments ? [moments.partials] : []),
+          ];
+          launch(op, source, bindings, [groupsX, groupsY, Math.ceil(coCount / coTile)]);
+        }
       }
     }
-  }
-  releaseOperandTextures(xTextures);
-  return moments;
+    return moments;
+  });
 }
 
 /** Every (ky, kx) tap: input offset ky*d - p, kx*d - p from (oy*s, ox*s). */
@@ -633,36 +625,35 @@ function backwardFilterDirect(op: string, x: Tensor, dy: Tensor, dw: Tensor, g: 
   // 32->32 @16 1.09x; stride 2 (5 rows for 6) and 1x1 kernels were 0.92x, so they keep one.
   // Its shader compiles in ~2.6 s instead of ~1.6.
   const rowsPerStep = !row && g.strideY === 1 && taps.length > 1 && g.outH % 2 === 0 ? 2 : 1;
-  const textures = operandTextures([x, dy], [vec4X, vec4Dy]);
-  const source = filterGradientShader({
-    coTile,
-    ciTile,
-    pxStep,
-    rowsPerStep,
-    strideY: g.strideY,
-    strideX: g.strideX,
-    taps,
-    vec4X,
-    vec4Dy,
-    row,
-    textures: textures !== undefined,
+  withOperandTextures(true, [x, dy], [vec4X, vec4Dy], (operands, textures) => {
+    const source = filterGradientShader({
+      coTile,
+      ciTile,
+      pxStep,
+      rowsPerStep,
+      strideY: g.strideY,
+      strideX: g.strideX,
+      taps,
+      vec4X,
+      vec4Dy,
+      row,
+      textures,
+    });
+    const coBlocks = Math.ceil(g.outC / coTile);
+    const lanes = coBlocks * Math.ceil(g.inC / ciTile);
+    const totalRows = g.batch * g.outH;
+    // Unrolled short rows walk whole images (rows carried down), so splits are whole images.
+    const { splits, rowsPerSplit } = row
+      ? imageSplits(g, lanes)
+      : splitRows(totalRows, g.outW, lanes, rowsPerStep);
+    const invocations = lanes * splits;
+    const p = params()
+      .u32(g.batch, g.inC, g.inH, g.inW)
+      .u32(g.outC, g.outH, g.outW, coBlocks)
+      .u32(lanes, rowsPerSplit, totalRows, invocations);
+    const grid = grid1d(invocations, CONV_TUNING.filterWorkgroup);
+    reduceSplits(op, dw, splits, (partial) => launch(op, source, [...operands, partial, p], grid));
   });
-  const coBlocks = Math.ceil(g.outC / coTile);
-  const lanes = coBlocks * Math.ceil(g.inC / ciTile);
-  const totalRows = g.batch * g.outH;
-  // Unrolled short rows walk whole images (rows carried down), so splits are whole images.
-  const { splits, rowsPerSplit } = row
-    ? imageSplits(g, lanes)
-    : splitRows(totalRows, g.outW, lanes, rowsPerStep);
-  const invocations = lanes * splits;
-  const p = params()
-    .u32(g.batch, g.inC, g.inH, g.inW)
-    .u32(g.outC, g.outH, g.outW, coBlocks)
-    .u32(lanes, rowsPerSplit, totalRows, invocations);
-  const grid = grid1d(invocations, CONV_TUNING.filterWorkgroup);
-  const operands = textures ?? [x, dy];
-  reduceSplits(op, dw, splits, (partial) => launch(op, source, [...operands, partial, p], grid));
-  releaseOperandTextures(textures);
 }
 
 /** Runs `produce` into dw directly (one split) or into partials summed into dw. */

@@ -8,7 +8,7 @@ import { currentGpu } from "../device/runtime.ts";
 import { fmt, ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { checkFloat } from "./elementwise.ts";
-import { grid1d, launch, operandTextures, output, params, releaseOperandTextures } from "./kernel.ts";
+import { grid1d, launch, output, params, withOperandTextures } from "./kernel.ts";
 
 /** y [N, 2C, H, W] (features, then gates) -> ELU(y[:, :C]) · sigmoid(y[:, C:]) [N, C, H, W]. */
 export function gatedActivation(y: Tensor, channels: number): Tensor {
@@ -29,22 +29,21 @@ export function gatedActivation(y: Tensor, channels: number): Tensor {
   // On CPU adapters the inputs are read through operand textures (cheaper loads).
   const cpu = currentGpu().adapterClass === "cpu";
   if (units > 0) {
-    const textures = cpu ? operandTextures([y], [vec4]) : undefined;
-    launch(
-      op,
-      gatedActivationShader(vec4, textures !== undefined),
-      [textures?.[0] ?? y, out, p],
-      grid1d(units),
-    );
-    releaseOperandTextures(textures);
+    withOperandTextures(cpu, [y], [vec4], ([yIn], textures) => {
+      launch(op, gatedActivationShader(vec4, textures), [yIn, out, p], grid1d(units));
+    });
   }
   return record(op, [y], out, (dout) => {
     const dy = output(`${op}.backward`, y.shape);
     if (units > 0) {
-      const textures = cpu ? operandTextures([y, dout], [vec4, vec4]) : undefined;
-      const shader = gatedActivationBackwardShader(vec4, textures !== undefined);
-      launch(`${op}.backward`, shader, [...(textures ?? [y, dout]), dy, p], grid1d(units));
-      releaseOperandTextures(textures);
+      withOperandTextures(cpu, [y, dout], [vec4, vec4], (operands, textures) => {
+        launch(
+          `${op}.backward`,
+          gatedActivationBackwardShader(vec4, textures),
+          [...operands, dy, p],
+          grid1d(units),
+        );
+      });
     }
     return [dy];
   });

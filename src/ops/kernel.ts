@@ -72,8 +72,28 @@ export function operandTextures(tensors: Tensor[], vec4: boolean[]): GPUTexture[
   return textures;
 }
 
-export function releaseOperandTextures(textures: GPUTexture[] | undefined): void {
+function releaseOperandTextures(textures: GPUTexture[] | undefined): void {
   for (const t of textures ?? []) currentGpu().releaseOperandTexture(t);
+}
+
+/**
+ * Runs `record` with the bindings of `tensors`: their operand textures when `enabled` and they
+ * all fit (see operandTextures; `textured` is then true), else the tensors themselves. The
+ * textures go back to their pool once `record` has recorded the dispatches that read them,
+ * also when it throws.
+ */
+export function withOperandTextures<T>(
+  enabled: boolean,
+  tensors: Tensor[],
+  vec4: boolean[],
+  record: (operands: KernelBinding[], textured: boolean) => T,
+): T {
+  const textures = enabled ? operandTextures(tensors, vec4) : undefined;
+  try {
+    return record(textures ?? tensors, textures !== undefined);
+  } finally {
+    releaseOperandTextures(textures);
+  }
 }
 
 /** Workgroup grid for `n` invocations of a 1-D kernel (spills into y past 65,535 groups). */

@@ -23,14 +23,7 @@ import { currentGpu } from "../device/runtime.ts";
 import { fmt, ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { checkFloat } from "./elementwise.ts";
-import {
-  CPU_ADAPTER_MAX_LOOP,
-  launch,
-  operandTextures,
-  output,
-  params,
-  releaseOperandTextures,
-} from "./kernel.ts";
+import { CPU_ADAPTER_MAX_LOOP, launch, output, params, withOperandTextures } from "./kernel.ts";
 import { sum } from "./reduce.ts";
 import { add } from "./arithmetic.ts";
 import { slice } from "./shape_ops.ts";
@@ -144,17 +137,17 @@ function runMatmul(
     bias: bias !== null,
   };
   const vec = vectorised(spec);
-  // The "cpu" kernel reads A and B through operand textures where it can.
-  const textures = variant === "cpu" ? operandTextures([a, b], [vec.a, vec.b]) : undefined;
-  spec.textures = textures !== undefined;
-  const tile = matmulTile(variant, spec.textures);
-  spec.exact = M % tile.rows === 0 && N % tile.cols === 0 && (variant === "cpu" || K % GPU_TILE.depth === 0);
   const unit = (v: boolean) => (v ? 4 : 1);
   const p = params().u32(M, N, K, 0, (M * K) / unit(vec.a), (K * N) / unit(vec.b), (M * N) / unit(vec.c), 0);
-  const [ta, tb] = textures ?? [a, b];
-  const bindings = bias ? [ta, tb, bias, c, p] : [ta, tb, c, p];
-  launch(op, matmulShader(spec), bindings, [Math.ceil(N / tile.cols), Math.ceil(M / tile.rows), batch]);
-  releaseOperandTextures(textures);
+  // The "cpu" kernel reads A and B through operand textures where it can.
+  withOperandTextures(variant === "cpu", [a, b], [vec.a, vec.b], ([ta, tb], textures) => {
+    spec.textures = textures;
+    const tile = matmulTile(variant, textures);
+    spec.exact = M % tile.rows === 0 && N % tile.cols === 0 &&
+      (variant === "cpu" || K % GPU_TILE.depth === 0);
+    const bindings = bias ? [ta, tb, bias, c, p] : [ta, tb, c, p];
+    launch(op, matmulShader(spec), bindings, [Math.ceil(N / tile.cols), Math.ceil(M / tile.rows), batch]);
+  });
   return c;
 }
 
