@@ -82,7 +82,8 @@ export const CPU_WORKGROUP = { x: 8, y: 8 } as const;
 export function vectorised(spec: MatmulSpec): { a: boolean; b: boolean; c: boolean } {
   if (spec.variant === "gpu") return { a: false, b: false, c: false };
   return {
-    a: spec.transposeA ? spec.m4 && cpuBlock(spec).rows % 4 === 0 : spec.k4,
+    // Aᵀ rows of a block load as vec4s: every CPU_BLOCK has a multiple of 4 rows.
+    a: spec.transposeA ? spec.m4 : spec.k4,
     b: spec.transposeB ? spec.k4 : spec.n4,
     c: spec.n4,
   };

@@ -88,7 +88,11 @@ export class Gpu {
       () => this.encoder.flush(),
     );
     this.pipelines = new PipelineCache(device);
-    this.operandTextures = new OperandTexturePool(device);
+    this.operandTextures = new OperandTexturePool(
+      device,
+      () => this.tunables.maxPooledTextureBytes,
+      () => this.encoder.flush(),
+    );
     this.uniforms = new UniformCache(device, () => this.tunables.uniformCacheEntries);
 
     device.addEventListener("uncapturederror", (event) => {
@@ -173,11 +177,17 @@ export class Gpu {
     if (this.#lost) throw this.#lost;
     const format: OperandFormat = vec4 ? "rgba32float" : "r32float";
     const texelBytes = TEXEL_BYTES[format];
-    const texels = Math.ceil(bytes / texelBytes);
-    if (texels === 0 || texels > this.operandTextures.maxTexels || bytes % texelBytes !== 0) return undefined;
+    if (!this.operandTextureFits(bytes, vec4)) return undefined;
+    const texels = bytes / texelBytes;
     const texture = this.operandTextures.acquire(format, texels);
     this.encoder.copyToTexture(buffer, texture, texels, OPERAND_TEXTURE_WIDTH, texelBytes);
     return texture;
+  }
+
+  /** Whether `bytes` of f32 data fit an operand texture (whole texels, within the size limit). */
+  operandTextureFits(bytes: number, vec4: boolean): boolean {
+    const texelBytes = TEXEL_BYTES[vec4 ? "rgba32float" : "r32float"];
+    return bytes > 0 && bytes % texelBytes === 0 && this.operandTextures.fits(bytes / texelBytes);
   }
 
   releaseOperandTexture(texture: GPUTexture): void {
@@ -232,8 +242,8 @@ export class Gpu {
   destroy(): void {
     this.encoder.flush();
     this.pool.trim();
+    this.operandTextures.trim();
     for (const s of this.#staging) s.destroy();
-    this.operandTextures.destroy();
     this.device.destroy();
   }
 }

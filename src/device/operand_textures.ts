@@ -24,44 +24,70 @@ export type OperandFormat = "rgba32float" | "r32float";
 /** Bytes per texel of each format. */
 export const TEXEL_BYTES: Record<OperandFormat, number> = { rgba32float: 16, r32float: 4 };
 
-/** Rows of the pooled texture for `rows` rows of data: powers of two, so few sizes exist. */
+/**
+ * Rows of the pooled texture for `rows` rows of data: a power of two. llvmpipe compiles a
+ * variant of a shader for each static state of the textures bound to it, and whether a side is
+ * a power of two is part of that state: heights that are not (tried: 8 classes per octave)
+ * compiled new variants of every kernel as tensor sizes changed, turning a 41 s test into 6 min.
+ * A texture may be up to twice the data; the pool's byte budget bounds what stays allocated.
+ */
 function heightClass(rows: number): number {
   return 2 ** Math.ceil(Math.log2(Math.max(1, rows)));
 }
 
+const textureBytes = (t: GPUTexture) => t.width * t.height * TEXEL_BYTES[t.format as OperandFormat];
+
 export class OperandTexturePool {
   #free = new Map<string, GPUTexture[]>();
-  #all: GPUTexture[] = [];
   #views = new Map<GPUTexture, GPUTextureView>();
+  #bytesAllocated = 0;
+  #bytesFree = 0;
   /** Textures handed out so far (tests check that a kernel path really used them). */
   acquired = 0;
 
-  constructor(private device: GPUDevice) {}
+  constructor(
+    private device: GPUDevice,
+    /** Bytes of free textures kept for reuse; past it a released texture is destroyed. */
+    private maxFreeBytes: () => number,
+    /** Called before destroying textures (submits recorded work that may still read them). */
+    private beforeDestroy: () => void,
+  ) {}
 
-  /** Texels a texture can hold on this device, in either format. */
-  get maxTexels(): number {
+  /** Whether `texels` texels fit one texture of this device. */
+  fits(texels: number): boolean {
     const side = this.device.limits.maxTextureDimension2D;
-    return Math.min(side, OPERAND_TEXTURE_WIDTH) * side;
+    return side >= OPERAND_TEXTURE_WIDTH && texels <= OPERAND_TEXTURE_WIDTH * side;
   }
 
-  /** A texture of `format` with room for `texels` texels; give it back with `release`. */
+  /** A texture of `format` with room for `texels` texels (see `fits`); give it back with `release`. */
   acquire(format: OperandFormat, texels: number): GPUTexture {
-    const height = heightClass(Math.ceil(texels / OPERAND_TEXTURE_WIDTH));
+    const rows = Math.ceil(texels / OPERAND_TEXTURE_WIDTH);
+    const height = Math.min(heightClass(rows), this.device.limits.maxTextureDimension2D);
     const key = `${format}:${height}`;
     this.acquired++;
     const texture = this.#free.get(key)?.pop();
-    if (texture) return texture;
+    if (texture) {
+      this.#bytesFree -= textureBytes(texture);
+      return texture;
+    }
     const created = this.device.createTexture({
       label: `operand ${format} ${OPERAND_TEXTURE_WIDTH}x${height}`,
       size: [OPERAND_TEXTURE_WIDTH, height],
       format,
       usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
     });
-    this.#all.push(created);
+    this.#bytesAllocated += textureBytes(created);
     return created;
   }
 
   release(texture: GPUTexture): void {
+    const bytes = textureBytes(texture);
+    if (this.#bytesFree + bytes > this.maxFreeBytes()) {
+      this.beforeDestroy();
+      this.#destroy(texture);
+      return;
+    }
+    this.#bytesFree += bytes;
     const key = `${texture.format}:${texture.height}`;
     const list = this.#free.get(key);
     if (list) list.push(texture);
@@ -78,15 +104,22 @@ export class OperandTexturePool {
     return view;
   }
 
-  /** Bytes of all operand textures created. */
+  /** Bytes of the live operand textures (handed out or free). */
   get bytesAllocated(): number {
-    return this.#all.reduce((sum, t) => sum + t.width * t.height * TEXEL_BYTES[t.format as OperandFormat], 0);
+    return this.#bytesAllocated;
   }
 
-  destroy(): void {
-    for (const t of this.#all) t.destroy();
-    this.#all = [];
+  /** Destroys every free texture. */
+  trim(): void {
+    this.beforeDestroy();
+    for (const list of this.#free.values()) list.forEach((t) => this.#destroy(t));
     this.#free.clear();
-    this.#views.clear();
+    this.#bytesFree = 0;
+  }
+
+  #destroy(texture: GPUTexture): void {
+    this.#bytesAllocated -= textureBytes(texture);
+    this.#views.delete(texture);
+    texture.destroy();
   }
 }

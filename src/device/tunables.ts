@@ -14,6 +14,12 @@ export const tunables = {
   /** Free pooled bytes kept before `release` starts destroying buffers instead of pooling them. */
   maxPooledBytes: 1 << 30,
   /**
+   * The same for operand textures (`textureOperands`): free textures kept for reuse. Each op
+   * copies its operands into pooled textures and gives them back at once, so a few of each size
+   * in use are enough; past this a released texture is destroyed.
+   */
+  maxPooledTextureBytes: 256 << 20,
+  /**
    * Worker threads per logical CPU asked of Mesa's CPU drivers (lavapipe, llvmpipe), which run
    * one worker per CPU unless told otherwise. Each dispatch is cut into one fixed chunk of
    * workgroups per worker, with no work stealing, so a worker that loses its core for a moment

@@ -55,21 +55,15 @@ export function launch(
  * `tensors` copied into operand textures (src/device/operand_textures.ts; vec4 texels where
  * `vec4[i]`), for a kernel that reads them all with `textureLoad`: all of them, or undefined when
  * the tunable `textureOperands` is off or one does not fit a texture (the kernel then reads the
- * buffers). Give them back with `releaseOperandTextures` after recording the dispatches.
+ * buffers). Ops use `withOperandTextures`, which gives them back; a caller of this gives each
+ * back with `gpu.releaseOperandTexture` after recording the dispatches that read it.
  */
 export function operandTextures(tensors: Tensor[], vec4: boolean[]): GPUTexture[] | undefined {
   const gpu = currentGpu();
   if (!gpu.tunables.textureOperands) return undefined;
-  const textures: GPUTexture[] = [];
-  for (const [i, t] of tensors.entries()) {
-    const texture = gpu.operandTexture(t.binding.buffer, t.size * 4, vec4[i]);
-    if (!texture) {
-      releaseOperandTextures(textures);
-      return undefined;
-    }
-    textures.push(texture);
-  }
-  return textures;
+  // All or none: check every operand fits before recording any copy.
+  if (!tensors.every((t, i) => gpu.operandTextureFits(t.size * 4, vec4[i]))) return undefined;
+  return tensors.map((t, i) => gpu.operandTexture(t.binding.buffer, t.size * 4, vec4[i])!);
 }
 
 function releaseOperandTextures(textures: GPUTexture[] | undefined): void {

@@ -9,9 +9,9 @@ import assert from "node:assert/strict";
 import { OPERAND_TEXTURE_WIDTH, operandTextureLoad } from "../../shaders/common.ts";
 import { grad } from "../../src/autograd/backward.ts";
 import { conv2d, conv2dBackwardData, conv2dBackwardFilter } from "../../src/ops/conv2d.ts";
-import { batchNorm2d } from "../../src/ops/batchnorm.ts";
+import { batchNorm2d, batchNormTuning } from "../../src/ops/batchnorm.ts";
 import { gatedActivation } from "../../src/ops/gated_activation.ts";
-import { batchMatmul, linear, matmul } from "../../src/ops/matmul.ts";
+import { batchMatmul, linear, matmul, matmulTunables } from "../../src/ops/matmul.ts";
 import { fromArray, ones, zeros } from "../../src/ops/creation.ts";
 import { launch, operandTextures, output, params } from "../../src/ops/kernel.ts";
 import { mul } from "../../src/ops/arithmetic.ts";
@@ -61,19 +61,57 @@ gpuTest("operand textures: every element comes back, in full and partial rows", 
   }
 });
 
-/** Runs `fn` with the tunable `textureOperands` set to `on`, returning the arrays it reads. */
-async function withTextures(gpu: Gpu, on: boolean, fn: () => Tensor[]): Promise<Float32Array[]> {
-  const before = gpu.tunables.textureOperands;
+gpuTest(
+  "operand textures: power-of-two heights; past the pool's budget a released one is destroyed",
+  (gpu) => {
+    const budget = gpu.tunables.maxPooledTextureBytes;
+    gpu.operandTextures.trim();
+    gpu.tunables.maxPooledTextureBytes = 0;
+    try {
+      const base = gpu.memory().operandTextureBytes;
+      // Heights are powers of two (see heightClass): 3.5 rows of vec4 texels take 4, 37 take 64.
+      for (const [rows, height] of [[3.5, 4], [37, 64]]) {
+        const floats = Math.round(rows * OPERAND_TEXTURE_WIDTH) * 4;
+        const x = fromArray(new Float32Array(floats), [floats]);
+        const [texture] = operandTextures([x], [true]) ?? [];
+        assert.ok(texture);
+        assert.equal(texture.height, height, `${rows} rows`);
+        assert.equal(gpu.memory().operandTextureBytes, base + height * OPERAND_TEXTURE_WIDTH * 16);
+        gpu.releaseOperandTexture(texture);
+        assert.equal(gpu.memory().operandTextureBytes, base, "destroyed, not pooled");
+        x.dispose();
+      }
+    } finally {
+      gpu.tunables.maxPooledTextureBytes = budget;
+    }
+  },
+);
+
+/**
+ * Runs `fn` with the tunable `textureOperands` set to `on` and the batchnorm and matmul kernels
+ * forced to their cpu variants (the ones that read textures; conv tests name theirs), returning
+ * the arrays it reads. Checks that textures were used exactly when `on` (and `expected`: ops that
+ * follow the adapter class use them on CPU adapters only).
+ */
+async function withTextures(
+  gpu: Gpu,
+  on: boolean,
+  fn: () => Tensor[],
+  expected = true,
+): Promise<Float32Array[]> {
+  const before = [gpu.tunables.textureOperands, batchNormTuning.variant, matmulTunables.variant] as const;
   gpu.tunables.textureOperands = on;
+  batchNormTuning.variant = "cpu";
+  matmulTunables.variant = "cpu";
   try {
     const acquired = gpu.operandTextures.acquired;
     const tensors = fn();
-    assert.equal(gpu.operandTextures.acquired > acquired, on, `operand textures used: ${on}`);
+    assert.equal(gpu.operandTextures.acquired > acquired, on && expected, `operand textures used: ${on}`);
     const arrays = await Promise.all(tensors.map((t) => t.toArray() as Promise<Float32Array>));
     tensors.forEach((t) => t.dispose());
     return arrays;
   } finally {
-    gpu.tunables.textureOperands = before;
+    [gpu.tunables.textureOperands, batchNormTuning.variant, matmulTunables.variant] = before;
   }
 }
 
@@ -171,7 +209,9 @@ gpuTest("gatedActivation: texture and storage operands give the same bits", asyn
       const { value, grads } = grad((y) => sum(mul(gatedActivation(y, shape[1] / 2), r)), [y]);
       return [value, ...grads];
     };
-    const [texture, storage] = [await withTextures(gpu, true, run), await withTextures(gpu, false, run)];
+    // The gated activation reads textures on CPU adapters only (it has no variant option).
+    const cpu = gpu.adapterClass === "cpu";
+    const [texture, storage] = [await withTextures(gpu, true, run, cpu), await withTextures(gpu, false, run)];
     texture.forEach((t, i) => {
       assert.ok(t.every(Number.isFinite), `output ${i} finite`);
       assert.deepEqual(t, storage[i], `output ${i} for y[${shape}]`);
