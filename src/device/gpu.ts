@@ -7,7 +7,7 @@ import { BufferPool, type PoolStats } from "./buffer_pool.ts";
 import { BatchedEncoder } from "./encoder.ts";
 import { DeviceLostError, GpuError, NoAdapterError } from "./errors.ts";
 import { OPERAND_TEXTURE_WIDTH } from "../../shaders/common.ts";
-import { type OperandFormat, OperandTexturePool, TEXEL_BYTES } from "./operand_textures.ts";
+import { operandFormat, OperandTexturePool, TEXEL_BYTES } from "./operand_textures.ts";
 import { PipelineCache } from "./pipeline_cache.ts";
 import { type Tunables, tunables as defaultTunables } from "./tunables.ts";
 import { type Params, UniformCache } from "./uniforms.ts";
@@ -27,7 +27,7 @@ export interface InitOptions {
   poisonOutputs?: boolean;
 }
 
-/** One binding of a dispatch: a storage buffer, or a uniform parameter block. */
+/** One binding of a dispatch: a storage buffer, an operand texture, or a uniform parameter block. */
 export type Binding =
   | GPUBuffer
   | GPUTexture
@@ -175,9 +175,8 @@ export class Gpu {
    */
   operandTexture(buffer: GPUBuffer, bytes: number, vec4: boolean): GPUTexture | undefined {
     if (this.#lost) throw this.#lost;
-    const format: OperandFormat = vec4 ? "rgba32float" : "r32float";
-    const texelBytes = TEXEL_BYTES[format];
     if (!this.operandTextureFits(bytes, vec4)) return undefined;
+    const format = operandFormat(vec4), texelBytes = TEXEL_BYTES[format];
     const texels = bytes / texelBytes;
     const texture = this.operandTextures.acquire(format, texels);
     this.encoder.copyToTexture(buffer, texture, texels, OPERAND_TEXTURE_WIDTH, texelBytes);
@@ -186,7 +185,7 @@ export class Gpu {
 
   /** Whether `bytes` of f32 data fit an operand texture (whole texels, within the size limit). */
   operandTextureFits(bytes: number, vec4: boolean): boolean {
-    const texelBytes = TEXEL_BYTES[vec4 ? "rgba32float" : "r32float"];
+    const texelBytes = TEXEL_BYTES[operandFormat(vec4)];
     return bytes > 0 && bytes % texelBytes === 0 && this.operandTextures.fits(bytes / texelBytes);
   }
 

@@ -12,7 +12,7 @@
  * Layout: texel i of the buffer (4 floats in `rgba32float`, vec4 reads; 1 float in `r32float`,
  * scalar reads) sits at (i % OPERAND_TEXTURE_WIDTH, i / OPERAND_TEXTURE_WIDTH), so a kernel turns
  * its linear index into texture coordinates with a mask and a shift (see
- * shaders/common.ts `operandTexture`). Textures are pooled by format and height class and are
+ * shaders/common.ts `operandTextureLoad`). Textures are pooled by format and height and are
  * reused as soon as the op that used one has recorded its dispatches: commands run in the order
  * they were recorded, so a later copy into the same texture waits for the earlier reads.
  */
@@ -20,6 +20,9 @@
 import { OPERAND_TEXTURE_WIDTH } from "../../shaders/common.ts";
 
 export type OperandFormat = "rgba32float" | "r32float";
+
+/** The format of an operand read as vec4s (4 floats a texel) or as single floats. */
+export const operandFormat = (vec4: boolean): OperandFormat => vec4 ? "rgba32float" : "r32float";
 
 /** Bytes per texel of each format. */
 export const TEXEL_BYTES: Record<OperandFormat, number> = { rgba32float: 16, r32float: 4 };
