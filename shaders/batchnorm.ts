@@ -28,7 +28,7 @@
  *          a tree reduction in workgroup memory, one partial per workgroup.
  */
 import { wgsl } from "wgsl-preprocessor";
-import { memoizeShader, operandTextureLoad } from "./common.ts";
+import { memoizeShader, readOperand } from "./common.ts";
 
 export type BatchNormVariant = "cpu" | "gpu";
 
@@ -49,21 +49,6 @@ function unitType(vec4: boolean): string {
 fn hsum(v: T) -> f32 { return v.x + v.y + v.z + v.w; }`
     : `alias T = f32;
 fn hsum(v: T) -> f32 { return v; }`;
-}
-
-/**
- * A read-only per-unit operand (x, dy, res): its binding declaration and `load_<name>(u)`, the
- * unit at index u, from a storage buffer or from an operand texture (src/device/
- * operand_textures.ts: rgba32float for vec4 units, r32float for f32), where a fetch is a
- * gather on lavapipe instead of a loop over the SIMD lanes.
- */
-function unitOperand(name: string, vec4: boolean, texture: boolean): { decl: string; loader: string } {
-  return {
-    decl: texture ? `var ${name}: texture_2d<f32>` : `var<storage, read> ${name}: array<T>`,
-    loader: `fn load_${name}(u: u32) -> T { return ${
-      texture ? operandTextureLoad(name, "u", vec4) : `${name}[u]`
-    }; }`,
-  };
 }
 
 /**
@@ -200,7 +185,7 @@ export interface ChannelSumsSpec {
    * Chan et al.'s pairwise update, instead of a pass over x: x is read once, to normalise it.
    */
   moments?: boolean;
-  /** Read x, dy and res from operand textures instead of storage buffers (see `unitOperand`). */
+  /** Read x, dy and res from operand textures instead of storage buffers (see `readOperand` in common.ts). */
   textures?: boolean;
 }
 
@@ -259,7 +244,7 @@ function generateChannelSumsShader(spec: ChannelSumsSpec): string {
   const aligned = !gpu && (spec.aligned ?? false);
   let b = 0;
   const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
-  const operand = (name: string) => unitOperand(name, spec.vec4, spec.textures ?? false);
+  const operand = (name: string) => readOperand(name, spec.vec4, spec.textures ?? false);
   const x = operand("x"), dy = operand("dy"), res = operand("res");
   // Inputs, outputs, then the uniform block.
   const all = [
@@ -565,7 +550,7 @@ function generateNormalizeShader(
 ): string {
   let b = 0;
   const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
-  const x = unitOperand("x", spec.vec4, textures), res = unitOperand("res", spec.vec4, textures);
+  const x = readOperand("x", spec.vec4, textures), res = readOperand("res", spec.vec4, textures);
   const bindings = [
     bind(x.decl),
     bind("var<storage, read> stats: array<vec2<f32>>"),
@@ -647,7 +632,7 @@ function generateBatchNormBackwardDataShader(
   const needsX = training || relu;
   let b = 0;
   const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
-  const x = unitOperand("x", spec.vec4, textures), dy = unitOperand("dy", spec.vec4, textures);
+  const x = readOperand("x", spec.vec4, textures), dy = readOperand("dy", spec.vec4, textures);
   const bindings = [
     ...(needsX ? [bind(x.decl)] : []),
     bind(dy.decl),

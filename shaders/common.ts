@@ -32,6 +32,21 @@ export function operandTextureLoad(name: string, index: string, vec4: boolean): 
 }
 
 /**
+ * A read-only f32 operand `name` of a kernel (vec4 elements when `vec4`): its binding
+ * declaration (without `@group/@binding`) and `fn load_<name>(u)`, the element at index u, from a
+ * storage buffer or, when `texture`, from an operand texture (`operandTextureLoad`).
+ */
+export function readOperand(name: string, vec4: boolean, texture: boolean): { decl: string; loader: string } {
+  const T = vec4 ? "vec4<f32>" : "f32";
+  return {
+    decl: texture ? `var ${name}: texture_2d<f32>` : `var<storage, read> ${name}: array<${T}>`,
+    loader: `fn load_${name}(u: u32) -> ${T} { return ${
+      texture ? operandTextureLoad(name, "u", vec4) : `${name}[u]`
+    }; }`,
+  };
+}
+
+/**
  * Memoises a shader generator by its arguments (JSON). Kernels are dispatched thousands of
  * times per epoch with a handful of distinct specialisations, so a 30 KB conv source is built
  * once, not on every dispatch, and the same string object comes back, whose hash V8 keeps for

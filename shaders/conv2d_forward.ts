@@ -22,7 +22,7 @@
  *   operands are gathered by index functions (im2col computed inside the tile load). The
  *   forward pass, the data gradient and the filter gradient are three index mappings of it.
  */
-import { memoizeShader, operandTextureLoad } from "./common.ts";
+import { memoizeShader, operandTextureLoad, readOperand } from "./common.ts";
 
 /** Every tunable of the conv kernels in one place. */
 export const CONV_TUNING = {
@@ -294,9 +294,7 @@ function generateDirectConvShader(s: DirectConvSpec): string {
 
   return /* wgsl */ `
 ${directParams}
-@group(0) @binding(0) ${
-    s.xTexture ? "var x: texture_2d<f32>" : `var<storage, read> x: array<${s.vec4 ? "vec4<f32>" : "f32"}>`
-  };
+@group(0) @binding(0) ${readOperand("x", s.vec4, s.xTexture).decl};
 @group(0) @binding(1) var<uniform> weights: array<vec4<f32>, ${CONV_TUNING.uniformFloats / 4}>;
 @group(0) @binding(2) var<storage, read_write> y: array<${s.vec4Store ? "vec4<f32>" : "f32"}>;
 @group(0) @binding(3) var<uniform> p: Params;

@@ -13,7 +13,7 @@
  * five gradients plus two zero-padded slice gradients and an add backward: ~7x the traffic.
  * `vec4`: a plane (H·W) holds a multiple of 4 elements, so four neighbours share n and c.
  */
-import { flatIndex, operandTextureLoad, WORKGROUP_1D } from "./common.ts";
+import { flatIndex, readOperand, WORKGROUP_1D } from "./common.ts";
 
 /**
  * One kernel of the pair: read-only `inputs` (read with load_<name>(index), from storage buffers
@@ -29,17 +29,12 @@ function gatedKernel(
   body: string,
 ): string {
   const T = vec4 ? "vec4<f32>" : "f32";
+  const reads = inputs.map((name) => readOperand(name, vec4, textures));
   const declarations = [
-    ...inputs.map((name) =>
-      textures ? `var ${name}: texture_2d<f32>` : `var<storage, read> ${name}: array<${T}>`
-    ),
+    ...reads.map((r) => r.decl),
     ...outputs.map((name) => `var<storage, read_write> ${name}: array<${T}>`),
   ].map((d, i) => `@group(0) @binding(${i}) ${d};`);
-  const loaders = inputs.map((name) =>
-    `fn load_${name}(u: u32) -> ${T} { return ${
-      textures ? operandTextureLoad(name, "u", vec4) : `${name}[u]`
-    }; }`
-  );
+  const loaders = reads.map((r) => r.loader);
   return /* wgsl */ `
 ${flatIndex}
 // units: elements of the output (vec4s when vec4); plane: units per (n, c); channels: C.

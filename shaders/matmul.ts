@@ -28,7 +28,7 @@
  * A batch of matrices is the z dimension of the grid; matrix b starts at b * stride.
  */
 import { wgsl } from "wgsl-preprocessor";
-import { memoizeShader, operandTextureLoad } from "./common.ts";
+import { memoizeShader, operandTextureLoad, readOperand } from "./common.ts";
 
 export type MatmulVariant = "cpu" | "gpu";
 
@@ -114,12 +114,8 @@ function bindings(spec: MatmulSpec): string {
   const vec = vectorised(spec);
   const t = (v: boolean) => (v ? "vec4<f32>" : "f32");
   return wgsl`
-@group(0) @binding(0) ${
-    spec.textures ? "var A: texture_2d<f32>" : `var<storage, read> A: array<${t(vec.a)}>`
-  };
-@group(0) @binding(1) ${
-    spec.textures ? "var B: texture_2d<f32>" : `var<storage, read> B: array<${t(vec.b)}>`
-  };
+@group(0) @binding(0) ${readOperand("A", vec.a, spec.textures ?? false).decl};
+@group(0) @binding(1) ${readOperand("B", vec.b, spec.textures ?? false).decl};
 #if ${spec.bias}
 @group(0) @binding(2) var<storage, read> bias: array<${t(vec.c)}>;
 @group(0) @binding(3) var<storage, read_write> C: array<${t(vec.c)}>;
