@@ -9,6 +9,10 @@
  *   pipeline  one attack gradient through RT2 -> coarse generator -> classifier, the inner step
  *             of the study's evaluation (Fashion-MNIST sizes: --size 28 --channels 1 --batch 100).
  *
+ * Kernel experiments: `--dump DIR` writes every dispatch's WGSL source to DIR/<#>_<op>_<id>.wgsl;
+ * `--try 17=file.wgsl` (repeatable) replays dispatch #17 once more with that source instead, on
+ * the same bindings and grid, and prints both times (the edited shader must keep the bindings).
+ *
  *   XDG_RUNTIME_DIR=/tmp deno run -A bench/profile_step.ts [--workload train] [--model resnet8] [--top 25] [--all]
  */
 import { parseArgs } from "node:util";
@@ -46,6 +50,8 @@ const { values } = parseArgs({
     top: { type: "string", default: "30" },
     /** Also list every dispatch in step order. */
     all: { type: "boolean", default: false },
+    dump: { type: "string" },
+    try: { type: "string", multiple: true, default: [] },
   },
 });
 const batch = Number(values.batch), size = Number(values.size), inChannels = Number(values.channels);
@@ -132,6 +138,34 @@ for (const r of recorded) {
     grid: r.workgroups.join("x"),
     ms: await replay(r, repeat, floor),
   });
+}
+
+if (values.dump) {
+  Deno.mkdirSync(values.dump, { recursive: true });
+  recorded.forEach((r, i) => {
+    const name = `${String(i).padStart(3, "0")}_${r.op.replaceAll(".", "-")}_${shaderId(r.source)}.wgsl`;
+    Deno.writeTextFileSync(`${values.dump}/${name}`, r.source);
+  });
+}
+for (const spec of values.try!) {
+  const [index, file] = spec.split("=");
+  const r = recorded[Number(index)];
+  if (!r || !file) {
+    throw new Error(`--try ${spec}: expected <dispatch #>=<file.wgsl> with # < ${recorded.length}`);
+  }
+  const edited = { ...r, source: Deno.readTextFileSync(file) };
+  const compileStart = performance.now();
+  dispatch(edited.op, edited.source, edited.bindings, edited.workgroups, edited.entryPoint);
+  await gpu.sync();
+  const compileMs = performance.now() - compileStart;
+  const base = await replay(r, repeat, floor), tried = await replay(edited, repeat, floor);
+  const again = await replay(r, repeat, floor);
+  console.log(
+    `#${index} ${r.op}: as built ${base.toFixed(2)} / ${again.toFixed(2)} ms, ${file} ${
+      tried.toFixed(2)
+    } ms ` +
+      `(first dispatch incl. compile ${compileMs.toFixed(0)} ms)`,
+  );
 }
 
 const total = rows.reduce((s, r) => s + r.ms, 0);

@@ -19,8 +19,11 @@
  * `run`: each invocation then takes 4 consecutive units along the innermost dimension, so the
  * index math runs once per 4 units and an input broadcast along that dimension (a per-channel
  * constant) is loaded once for all of them.
+ *
+ * `textures`: the inputs are read from operand textures (src/device/operand_textures.ts), CPU
+ * adapters only: there a texel fetch is a gather, a storage load a loop over the SIMD lanes.
  */
-import { fastDivision, flatIndex, memoizeShader, WORKGROUP_1D } from "./common.ts";
+import { fastDivision, flatIndex, memoizeShader, readOperand, WORKGROUP_1D } from "./common.ts";
 
 /** Units per invocation when the innermost dimension divides into runs (see `ElementwiseSpec.run`). */
 export const ELEMENTWISE_RUN = 4;
@@ -54,6 +57,12 @@ export interface ElementwiseSpec {
    * measurements in src/ops/elementwise.ts).
    */
   run: number;
+  /**
+   * Read every input from an operand texture (rgba32float for the vec4 inputs, r32float for the
+   * others) instead of a storage buffer. On an AMD Zen 3 VM's lavapipe a storage vec4 load cost
+   * 12.8 ns per invocation, a texel fetch 0.8 (bench/load_costs.ts).
+   */
+  textures?: boolean;
   /** Extra WGSL functions the expression calls. */
   helpers?: string;
 }
@@ -66,9 +75,8 @@ function generateElementwiseShader(spec: ElementwiseSpec): string {
   const names = NAMES.slice(0, spec.inputs);
   const vec4 = spec.vec4;
   const isVec = (input: number) => vec4 && spec.innerStride[input] === 1;
-  const bindings = names.map((name, i) =>
-    `@group(0) @binding(${i}) var<storage, read> in_${name}: array<${isVec(i) ? "vec4<f32>" : "f32"}>;`
-  ).join("\n");
+  const operands = names.map((name, i) => readOperand(`in_${name}`, isVec(i), spec.textures ?? false));
+  const bindings = operands.map((o, i) => `@group(0) @binding(${i}) ${o.decl};`).join("\n");
   const at = (d: number) => `[${Math.floor(d / 4)}][${d % 4}]`;
   const stride = (input: number, d: number) =>
     `p.in_strides[${input * (MAX_RANK / 4) + Math.floor(d / 4)}][${d % 4}]`;
@@ -95,9 +103,9 @@ function generateElementwiseShader(spec: ElementwiseSpec): string {
     return known === 1 ? "unit" : `unit * ${stride(input, spec.rank - 1)}`;
   };
   const hoisted = names.filter((_, input) => spec.innerStride[input] === 0)
-    .map((name) => `let ${name} = in_${name}[at_${name}];`);
+    .map((name) => `let ${name} = load_in_${name}(at_${name});`);
   const perUnit = names.map((name, input) =>
-    spec.innerStride[input] === 0 ? "" : `let ${name} = in_${name}[at_${name} + ${step(input)}];`
+    spec.innerStride[input] === 0 ? "" : `let ${name} = load_in_${name}(at_${name} + ${step(input)});`
   ).filter((l) => l);
   const component = (c: string) =>
     `apply(${names.map((n, input) => isVec(input) ? `${n}.${c}` : n).join(", ")}, s0, s1)`;
@@ -117,6 +125,7 @@ struct Params {
   in_strides: array<vec4<u32>, ${(MAX_RANK / 4) * spec.inputs}>,
 }
 ${bindings}
+${operands.map((o) => o.loader).join("\n")}
 @group(0) @binding(${spec.inputs}) var<storage, read_write> out: array<${vec4 ? "vec4<f32>" : "f32"}>;
 @group(0) @binding(${spec.inputs + 1}) var<uniform> p: Params;
 

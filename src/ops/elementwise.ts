@@ -7,7 +7,11 @@ import { divisionMagic } from "../../shaders/common.ts";
 import { ELEMENTWISE_RUN, elementwiseShader, MAX_RANK } from "../../shaders/elementwise.ts";
 import { broadcastShapes, fmt, sameShape, type Shape, ShapeError, stridesOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { grid1d, launch, output, params } from "./kernel.ts";
+import { currentGpu } from "../device/runtime.ts";
+import { grid1d, launch, output, params, withOperandTextures } from "./kernel.ts";
+
+/** Outputs from which CPU adapters read the inputs through operand textures. */
+export const TEXTURE_MIN_ELEMENTS = 16384;
 
 export interface MapOptions {
   /** Scalars visible to the expression as `s0`, `s1`. */
@@ -59,21 +63,28 @@ export function mapElements(op: string, expr: string, inputs: Tensor[], options:
   // ends the last one). Paired A/B against one unit per invocation: x - mean / std per channel
   // of [64, 3, 32, 32] 1.27x, a per-channel bias add on [64, 16, 32, 32] 1.68x.
   const run = rank === 1 || dims[rank - 1] % ELEMENTWISE_RUN === 0 ? ELEMENTWISE_RUN : 1;
-  const source = elementwiseShader({
-    expr,
-    inputs: k,
-    rank,
-    vec4,
-    innerStride,
-    run,
-    helpers: options.helpers,
-  });
   const [s0 = 0, s1 = 0] = options.scalars ?? [];
   const p = params().u32(n, rank).f32(s0, s1);
   p.u32(...padded(dims, 1));
   p.u32(...padded(dims, 1).flatMap((d) => divisionMagic(d)));
   for (const st of strides) p.u32(...padded(st, 0));
-  launch(op, source, [...inputs, out, p], grid1d(Math.ceil(n / run)));
+  // CPU adapters read large operands through textures (see ElementwiseSpec.textures); a small
+  // op is not worth the copies.
+  const cpu = currentGpu().adapterClass === "cpu" && out.size >= TEXTURE_MIN_ELEMENTS;
+  const vec4Inputs = innerStride.map((stride) => vec4 && stride === 1);
+  withOperandTextures(cpu, inputs, vec4Inputs, (operands, textures) => {
+    const source = elementwiseShader({
+      expr,
+      inputs: k,
+      rank,
+      vec4,
+      innerStride,
+      run,
+      textures,
+      helpers: options.helpers,
+    });
+    launch(op, source, [...operands, out, p], grid1d(Math.ceil(n / run)));
+  });
   return out;
 }
 

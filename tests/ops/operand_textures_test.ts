@@ -12,6 +12,7 @@ import { gatedActivation } from "../../src/ops/gated_activation.ts";
 import { batchMatmul, linear, matmul, matmulTunables } from "../../src/ops/matmul.ts";
 import { fromArray, ones, zeros } from "../../src/ops/creation.ts";
 import { mul } from "../../src/ops/arithmetic.ts";
+import { mapElements, TEXTURE_MIN_ELEMENTS } from "../../src/ops/elementwise.ts";
 import { sum } from "../../src/ops/reduce.ts";
 import type { Gpu } from "../../src/device/gpu.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
@@ -188,5 +189,29 @@ gpuTest("matmul cpu: texture and storage operands give the same bits", async (gp
     assert.ok(texture[0].every(Number.isFinite), "finite");
     assert.deepEqual(texture[0], storage[0], JSON.stringify(c));
     [a, b, ...(bias ? [bias] : [])].forEach((t) => t.dispose());
+  }
+});
+
+gpuTest("elementwise: texture and storage operands give the same bits", async (gpu) => {
+  // Outputs of TEXTURE_MIN_ELEMENTS and more: same shapes (rank 1, vec4 texels), a per-channel
+  // broadcast (an r32float texture beside rgba32float ones), rows not a multiple of 4 (scalar
+  // texels), three inputs.
+  const cases: { shapes: number[][]; expr: string }[] = [
+    { shapes: [[2, 16, 32, 16], [2, 16, 32, 16]], expr: "a * b - a" },
+    { shapes: [[2, 16, 32, 16], [1, 16, 1, 1]], expr: "(a - b) * 0.5" },
+    { shapes: [[4, 8, 23, 23], [4, 1, 23, 23]], expr: "select(0.0, a, b > 0.0)" },
+    { shapes: [[3, 8, 29, 25], [1, 8, 1, 1], [3, 8, 29, 25]], expr: "a * b + c" },
+  ];
+  assert.ok(cases.every((c) => c.shapes[0].reduce((p, d) => p * d) >= TEXTURE_MIN_ELEMENTS));
+  const rng = new Rng(91);
+  for (const { shapes, expr } of cases) {
+    const inputs = shapes.map((s) => fromArray(Float32Array.from(rng.array(s).data), s));
+    const run = () => [mapElements("test", expr, inputs)];
+    // Elementwise ops read textures on CPU adapters only.
+    const cpu = gpu.adapterClass === "cpu";
+    const [texture, storage] = [await withTextures(gpu, true, run, cpu), await withTextures(gpu, false, run)];
+    assert.ok(texture[0].every(Number.isFinite), "finite");
+    assert.deepEqual(texture[0], storage[0], `${expr} over ${JSON.stringify(shapes)}`);
+    inputs.forEach((t) => t.dispose());
   }
 });
