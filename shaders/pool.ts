@@ -7,9 +7,12 @@
  * oh·s − p .. oh·s − p + k − 1 (likewise columns); padded positions are skipped (max) or count
  * as zeros (avg: divisor k², PyTorch's count_include_pad). Input row ih is therefore covered by
  * windows oh = ceil((ih + p − k + 1) / s) .. floor((ih + p) / s), clamped to the output.
+ *
+ * `texture`: the kernel reads its float input (x forward, dy backward) from an operand texture
+ * (src/device/operand_textures.ts; CPU adapters: a gather instead of a per-lane storage loop).
  */
 import { wgsl } from "wgsl-preprocessor";
-import { fastDivision, flatIndex, memoizeShader, WORKGROUP_1D } from "./common.ts";
+import { fastDivision, flatIndex, memoizeShader, readOperand, WORKGROUP_1D } from "./common.ts";
 
 export type PoolKind = "max" | "avg";
 
@@ -29,12 +32,14 @@ struct Params {
  */
 export const pool2dShader = memoizeShader(generatePool2dShader);
 
-function generatePool2dShader(kind: PoolKind, withIndices: boolean): string {
+function generatePool2dShader(kind: PoolKind, withIndices: boolean, texture: boolean): string {
   const max = kind === "max";
+  const x = readOperand("x", false, texture);
   return wgsl`
 ${flatIndex}
 ${poolParams}
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) ${x.decl};
+${x.loader}
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 #if ${withIndices}
 @group(0) @binding(2) var<storage, read_write> indices: array<i32>;
@@ -71,7 +76,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
       let w = w0 + kw;
       if (w < 0 || w >= i32(p.width)) { continue; }
       let at = h * i32(p.width) + w;
-      let v = x[base + u32(at)];
+      let v = load_x(base + u32(at));
 #if ${max}
       if (best_at < 0 || v > best || (is_nan(v) && !is_nan(best))) {
         best = v;
@@ -99,12 +104,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
  */
 export const pool2dBackwardShader = memoizeShader(generatePool2dBackwardShader);
 
-function generatePool2dBackwardShader(kind: PoolKind): string {
+function generatePool2dBackwardShader(kind: PoolKind, texture: boolean): string {
   const max = kind === "max";
+  const dy = readOperand("dy", false, texture);
   return wgsl`
 ${flatIndex}
 ${poolParams}
-@group(0) @binding(0) var<storage, read> dy: array<f32>;
+@group(0) @binding(0) ${dy.decl};
+${dy.loader}
 #if ${max}
 @group(0) @binding(1) var<storage, read> indices: array<i32>;
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;
@@ -138,9 +145,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
     for (var ow = first_window(iw); ow <= last_window(iw, p.out_width); ow++) {
       let o = base + u32(oh) * p.out_width + u32(ow);
 #if ${max}
-      if (indices[o] == here) { acc += dy[o]; }
+      if (indices[o] == here) { acc += load_dy(o); }
 #else
-      acc += dy[o];
+      acc += load_dy(o);
 #endif
     }
   }
@@ -153,10 +160,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
 }
 
 /** Mean of each plane: out[plane] = Σ x[plane, :] / (H·W). Bindings: x, out, params. */
-export const globalAvgPoolShader = /* wgsl */ `
+export const globalAvgPoolShader = memoizeShader((texture: boolean) => /* wgsl */ `
 ${flatIndex}
 struct Params { planes: u32, plane_size: u32, inv_size: f32 }
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) ${readOperand("x", false, texture).decl};
+${readOperand("x", false, texture).loader}
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
 
@@ -167,9 +175,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
   if (plane >= p.planes) { return; }
   let base = plane * p.plane_size;
   var acc = 0.0;
-  for (var i = 0u; i < p.plane_size; i++) { acc += x[base + i]; }
+  for (var i = 0u; i < p.plane_size; i++) { acc += load_x(base + i); }
   out[plane] = acc * p.inv_size;
-}`;
+}`);
 
 /**
  * Global average pool backward: dx[plane, i] = dy[plane] / (H·W). Bindings: dy, dx, params.
@@ -177,11 +185,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
  * plane is found by a multiply-shift (`div_magic`): an integer division by a runtime value is
  * a slow per-lane loop on llvmpipe.
  */
-export const globalAvgPoolBackwardShader = memoizeShader((width: 1 | 4) => /* wgsl */ `
+export const globalAvgPoolBackwardShader = memoizeShader((width: 1 | 4, texture: boolean) => /* wgsl */ `
 ${flatIndex}
 ${fastDivision}
 struct Params { total: u32, inv_size: f32, magic: vec2<u32> }
-@group(0) @binding(0) var<storage, read> dy: array<f32>;
+@group(0) @binding(0) ${readOperand("dy", false, texture).decl};
+${readOperand("dy", false, texture).loader}
 @group(0) @binding(1) var<storage, read_write> dx: array<${width === 4 ? "vec4<f32>" : "f32"}>;
 @group(0) @binding(2) var<uniform> p: Params;
 
@@ -190,66 +199,72 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = flat_index(gid, nwg);
   if (i >= p.total) { return; }
-  dx[i] = ${width === 4 ? "vec4<f32>" : "f32"}(dy[div_magic(i, p.magic)] * p.inv_size);
+  dx[i] = ${width === 4 ? "vec4<f32>" : "f32"}(load_dy(div_magic(i, p.magic)) * p.inv_size);
 }`);
 
-const upsampleParams = /* wgsl */ `
-struct Params { total: u32, height: u32, width: u32, scale: u32 }`;
+/**
+ * Uniform block of the upsampling kernels (total = input elements, height and width the
+ * input's), and where input element i's s×s output block starts. Plain integer divisions:
+ * multiply-shifts (`div_magic`) measured 1.5x slower in the forward pass on lavapipe (AMD Zen 3).
+ */
+const upsampleCommon = /* wgsl */ `
+${flatIndex}
+struct Params { total: u32, height: u32, width: u32, scale: u32 }
+
+fn block_start(i: u32) -> u32 {
+  let iw = i % p.width;
+  let ih = (i / p.width) % p.height;
+  let plane = i / (p.width * p.height);
+  return (plane * p.height * p.scale + ih * p.scale) * p.width * p.scale + iw * p.scale;
+}`;
 
 /**
  * Nearest-neighbour upsampling by an integer factor s: out[oh, ow] = x[oh / s, ow / s]
  * (PyTorch's mode="nearest" with scale_factor = s). One invocation per INPUT element, which
- * writes its s×s block: a quarter of the index divisions of one invocation per output (integer
- * division by a runtime value is a slow per-lane loop on llvmpipe; measured 2-3x faster).
- * Bindings: x, out, params (total: input elements; height, width: the input's).
+ * writes its s×s block: a quarter of the index math of one invocation per output (measured 2-3x
+ * faster on llvmpipe). Bindings: x, out, params.
  */
-export const upsampleNearestShader = /* wgsl */ `
-${flatIndex}
-${upsampleParams}
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+export const upsampleNearestShader = memoizeShader((texture: boolean) => /* wgsl */ `
+@group(0) @binding(0) ${readOperand("x", false, texture).decl};
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
+${readOperand("x", false, texture).loader}
+${upsampleCommon}
 
 @compute @workgroup_size(${WORKGROUP_1D})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = flat_index(gid, nwg);
   if (i >= p.total) { return; }
-  let iw = i % p.width;
-  let ih = (i / p.width) % p.height;
-  let plane = i / (p.width * p.height);
+  let first = block_start(i);
   let out_width = p.width * p.scale;
-  let first = (plane * p.height * p.scale + ih * p.scale) * out_width + iw * p.scale;
-  let value = x[i];
+  let value = load_x(i);
   for (var a = 0u; a < p.scale; a++) {
     for (var b = 0u; b < p.scale; b++) { out[first + a * out_width + b] = value; }
   }
-}`;
+}`);
 
 /**
  * Upsampling backward: each input element sums its s×s block of dy. One invocation per input
- * element. Bindings: dy, dx, params (height, width: the input's).
+ * element. Bindings: dy, dx, params.
  */
-export const upsampleNearestBackwardShader = /* wgsl */ `
-${flatIndex}
-${upsampleParams}
-@group(0) @binding(0) var<storage, read> dy: array<f32>;
+export const upsampleNearestBackwardShader = memoizeShader((texture: boolean) => /* wgsl */ `
+@group(0) @binding(0) ${readOperand("dy", false, texture).decl};
 @group(0) @binding(1) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
+${readOperand("dy", false, texture).loader}
+${upsampleCommon}
 
 @compute @workgroup_size(${WORKGROUP_1D})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = flat_index(gid, nwg);
   if (i >= p.total) { return; }
-  let iw = i % p.width;
-  let ih = (i / p.width) % p.height;
-  let plane = i / (p.width * p.height);
+  let first = block_start(i);
   let out_width = p.width * p.scale;
-  let first = (plane * p.height * p.scale + ih * p.scale) * out_width + iw * p.scale;
   var acc = 0.0;
   for (var a = 0u; a < p.scale; a++) {
-    for (var b = 0u; b < p.scale; b++) { acc += dy[first + a * out_width + b]; }
+    for (var b = 0u; b < p.scale; b++) { acc += load_dy(first + a * out_width + b); }
   }
   dx[i] = acc;
-}`;
+}`);

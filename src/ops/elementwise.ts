@@ -7,11 +7,7 @@ import { divisionMagic } from "../../shaders/common.ts";
 import { ELEMENTWISE_RUN, elementwiseShader, MAX_RANK } from "../../shaders/elementwise.ts";
 import { broadcastShapes, fmt, sameShape, type Shape, ShapeError, stridesOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { currentGpu } from "../device/runtime.ts";
-import { grid1d, launch, output, params, withOperandTextures } from "./kernel.ts";
-
-/** Outputs from which CPU adapters read the inputs through operand textures. */
-export const TEXTURE_MIN_ELEMENTS = 16384;
+import { grid1d, launch, output, params, texturesPay, withOperandTextures } from "./kernel.ts";
 
 export interface MapOptions {
   /** Scalars visible to the expression as `s0`, `s1`. */
@@ -68,11 +64,8 @@ export function mapElements(op: string, expr: string, inputs: Tensor[], options:
   p.u32(...padded(dims, 1));
   p.u32(...padded(dims, 1).flatMap((d) => divisionMagic(d)));
   for (const st of strides) p.u32(...padded(st, 0));
-  // CPU adapters read large operands through textures (see ElementwiseSpec.textures); a small
-  // op is not worth the copies.
-  const cpu = currentGpu().adapterClass === "cpu" && out.size >= TEXTURE_MIN_ELEMENTS;
   const vec4Inputs = innerStride.map((stride) => vec4 && stride === 1);
-  withOperandTextures(cpu, inputs, vec4Inputs, (operands, textures) => {
+  withOperandTextures(texturesPay(out.size), inputs, vec4Inputs, (operands, textures) => {
     const source = elementwiseShader({
       expr,
       inputs: k,

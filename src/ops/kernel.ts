@@ -90,6 +90,22 @@ export function withOperandTextures<T>(
   }
 }
 
+/**
+ * Outputs from which an op on a CPU adapter reads its operands through operand textures: below
+ * it, the copies (and the compute pass they interrupt) are not worth it.
+ */
+export const TEXTURE_MIN_ELEMENTS = 16384;
+
+/**
+ * Whether a streaming op that writes `elements` values reads its inputs through operand textures
+ * (src/device/operand_textures.ts): on CPU adapters only, where a texel fetch is a gather and a
+ * storage load a loop over the SIMD lanes (on an AMD Zen 3 VM's lavapipe 0.8 against 12.8 ns per
+ * vec4 per invocation: bench/load_costs.ts).
+ */
+export function texturesPay(elements: number): boolean {
+  return currentGpu().adapterClass === "cpu" && elements >= TEXTURE_MIN_ELEMENTS;
+}
+
 /** Workgroup grid for `n` invocations of a 1-D kernel (spills into y past 65,535 groups). */
 export function grid1d(n: number, perGroup = WORKGROUP_1D): [number, number] {
   const groups = Math.ceil(n / perGroup);

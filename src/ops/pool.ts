@@ -20,7 +20,7 @@ import { needsGrad, record } from "../autograd/tape.ts";
 import { fmt, ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { checkFloat } from "./elementwise.ts";
-import { grid1d, launch, output, params } from "./kernel.ts";
+import { grid1d, launch, output, params, texturesPay, withOperandTextures } from "./kernel.ts";
 
 export interface Pool2dOptions {
   /** Step between windows (default: the kernel size, non-overlapping windows). */
@@ -68,15 +68,19 @@ function pool2d(kind: PoolKind, x: Tensor, kernel: number, options: Pool2dOption
   const recording = needsGrad(x);
   const indices = kind === "max" && recording ? output(op, out.shape, "i32") : null;
   if (out.size > 0) {
-    const bindings = indices ? [x, out, indices, withTotal(out.size)] : [x, out, withTotal(out.size)];
-    launch(op, pool2dShader(kind, indices !== null), bindings, grid1d(out.size));
+    withOperandTextures(texturesPay(out.size), [x], [false], ([xIn], texture) => {
+      const bindings = indices ? [xIn, out, indices, withTotal(out.size)] : [xIn, out, withTotal(out.size)];
+      launch(op, pool2dShader(kind, indices !== null, texture), bindings, grid1d(out.size));
+    });
   }
   if (!recording) return out;
   return record(op, [x], out, (dy) => {
     const dx = output(`${op}.backward`, x.shape);
     if (dx.size > 0) {
-      const bindings = indices ? [dy, indices, dx, withTotal(dx.size)] : [dy, dx, withTotal(dx.size)];
-      launch(`${op}.backward`, pool2dBackwardShader(kind), bindings, grid1d(dx.size));
+      withOperandTextures(texturesPay(dx.size), [dy], [false], ([dyIn], texture) => {
+        const bindings = indices ? [dyIn, indices, dx, withTotal(dx.size)] : [dyIn, dx, withTotal(dx.size)];
+        launch(`${op}.backward`, pool2dBackwardShader(kind, texture), bindings, grid1d(dx.size));
+      });
     }
     return [dx];
   });
@@ -104,14 +108,24 @@ export function globalAvgPool2d(x: Tensor): Tensor {
   if (plane === 0) throw new ShapeError(op, `cannot average empty planes of ${fmt(x.shape)}`);
   const out = output(op, [n, c]);
   if (out.size > 0) {
-    launch(op, globalAvgPoolShader, [x, out, params().u32(out.size, plane).f32(1 / plane)], grid1d(out.size));
+    withOperandTextures(texturesPay(x.size), [x], [false], ([xIn], texture) => {
+      const p = params().u32(out.size, plane).f32(1 / plane);
+      launch(op, globalAvgPoolShader(texture), [xIn, out, p], grid1d(out.size));
+    });
   }
   return record(op, [x], out, (dy) => {
     const dx = output(`${op}.backward`, x.shape);
     if (dx.size > 0) {
       const width = plane % 4 === 0 ? 4 : 1;
       const p = params().u32(dx.size / width).f32(1 / plane).u32(...divisionMagic(plane / width));
-      launch(`${op}.backward`, globalAvgPoolBackwardShader(width), [dy, dx, p], grid1d(dx.size / width));
+      withOperandTextures(texturesPay(dx.size), [dy], [false], ([dyIn], texture) => {
+        launch(
+          `${op}.backward`,
+          globalAvgPoolBackwardShader(width, texture),
+          [dyIn, dx, p],
+          grid1d(dx.size / width),
+        );
+      });
     }
     return [dx];
   });
@@ -128,14 +142,28 @@ export function upsampleNearest2d(x: Tensor, scale = 2): Tensor {
   const [n, c, h, w] = x.shape;
   const out = output(op, [n, c, h * scale, w * scale]);
   if (out.size > 0) {
-    launch(op, upsampleNearestShader, [x, out, params().u32(x.size, h, w, scale)], grid1d(x.size));
+    withOperandTextures(texturesPay(out.size), [x], [false], ([xIn], texture) => {
+      launch(
+        op,
+        upsampleNearestShader(texture),
+        [xIn, out, upsampleParams(x.size, h, w, scale)],
+        grid1d(x.size),
+      );
+    });
   }
   return record(op, [x], out, (dy) => {
     const dx = output(`${op}.backward`, x.shape);
     if (dx.size > 0) {
-      const p = params().u32(dx.size, h, w, scale);
-      launch(`${op}.backward`, upsampleNearestBackwardShader, [dy, dx, p], grid1d(dx.size));
+      const p = upsampleParams(dx.size, h, w, scale);
+      withOperandTextures(texturesPay(dy.size), [dy], [false], ([dyIn], texture) => {
+        launch(`${op}.backward`, upsampleNearestBackwardShader(texture), [dyIn, dx, p], grid1d(dx.size));
+      });
     }
     return [dx];
   });
+}
+
+/** The upsampling kernels' uniform block (shaders/pool.ts `upsampleCommon`). */
+function upsampleParams(total: number, h: number, w: number, scale: number) {
+  return params().u32(total, h, w, scale);
 }

@@ -12,7 +12,9 @@ import { gatedActivation } from "../../src/ops/gated_activation.ts";
 import { batchMatmul, linear, matmul, matmulTunables } from "../../src/ops/matmul.ts";
 import { fromArray, ones, zeros } from "../../src/ops/creation.ts";
 import { mul } from "../../src/ops/arithmetic.ts";
-import { mapElements, TEXTURE_MIN_ELEMENTS } from "../../src/ops/elementwise.ts";
+import { mapElements } from "../../src/ops/elementwise.ts";
+import { avgPool2d, globalAvgPool2d, maxPool2d, upsampleNearest2d } from "../../src/ops/pool.ts";
+import { TEXTURE_MIN_ELEMENTS } from "../../src/ops/kernel.ts";
 import { sum } from "../../src/ops/reduce.ts";
 import type { Gpu } from "../../src/device/gpu.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
@@ -214,4 +216,35 @@ gpuTest("elementwise: texture and storage operands give the same bits", async (g
     assert.deepEqual(texture[0], storage[0], `${expr} over ${JSON.stringify(shapes)}`);
     inputs.forEach((t) => t.dispose());
   }
+});
+
+gpuTest("pooling and upsampling: texture and storage operands give the same bits", async (gpu) => {
+  // Sizes past TEXTURE_MIN_ELEMENTS in both directions: overlapping max windows (the backward
+  // gathers through the argmax), strided average windows, the global average, a ×2 upsample.
+  const rng = new Rng(92);
+  const x = fromArray(Float32Array.from(rng.array([4, 16, 36, 30]).data), [4, 16, 36, 30]);
+  const u = fromArray(Float32Array.from(rng.array([2, 8, 32, 33]).data), [2, 8, 32, 33]);
+  const cases: [string, (t: Tensor) => Tensor, Tensor][] = [
+    ["maxPool2d 3x3 s1 p1", (t) => maxPool2d(t, 3, { stride: 1, padding: 1 }), x],
+    ["avgPool2d 2x2", (t) => avgPool2d(t, 2), x],
+    ["globalAvgPool2d", (t) => globalAvgPool2d(t), x],
+    ["upsampleNearest2d", (t) => upsampleNearest2d(t), u],
+  ];
+  for (const [what, f, input] of cases) {
+    const probe = f(input), shape = [...probe.shape];
+    probe.dispose();
+    const weights = fromArray(Float32Array.from(rng.array(shape).data), shape);
+    const run = () => {
+      const { value, grads } = grad((t) => sum(mul(f(t), weights)), [input]);
+      return [f(input), value, ...grads];
+    };
+    const cpu = gpu.adapterClass === "cpu";
+    const [texture, storage] = [await withTextures(gpu, true, run, cpu), await withTextures(gpu, false, run)];
+    texture.forEach((t, i) => {
+      assert.ok(t.every(Number.isFinite), `${what}: output ${i} finite`);
+      assert.deepEqual(t, storage[i], `${what}: output ${i}`);
+    });
+    weights.dispose();
+  }
+  [x, u].forEach((t) => t.dispose());
 });
