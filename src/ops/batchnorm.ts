@@ -108,14 +108,17 @@ function layoutOf(x: Tensor): Layout {
 }
 
 /**
- * Streaming passes on llvmpipe: 4 units per invocation (2 when only that divides a plane, to
- * keep runs inside one channel; 4 with per-unit channel lookups when neither does).
+ * Streaming passes on llvmpipe: 4 units per invocation, or the first of 2, 3, 5, 7 that divides
+ * a plane (runs inside one channel load its constants once: 7x7 maps take runs of 7); 4 with
+ * per-unit channel lookups when none does.
  */
 function streamPlan(vec4: boolean, unitsPerPlane: number): StreamSpec {
   // A real GPU wants neighbouring invocations on neighbouring units (coalesced): one each.
   if (variant() === "gpu") return { vec4, run: 1, aligned: true };
-  // (8 units per invocation measured no faster: paired A/B 0.98-1.03x on ResNet-8's layers.)
-  const run = [4, 2].find((r) => unitsPerPlane % r === 0);
+  // (8 units per invocation measured no faster: paired A/B 0.98-1.03x on ResNet-8's layers.
+  // The per-unit lookups read four storage values and divide: on 7x7 maps of the attack
+  // pipeline, [100, 64, 7, 7], a pass took 7.1-8.3 ms, with runs of 7 2.2-2.8.)
+  const run = [4, 2, 3, 5, 7].find((r) => unitsPerPlane % r === 0);
   return run ? { vec4, run, aligned: true } : { vec4, run: 4, aligned: false };
 }
 

@@ -128,6 +128,7 @@ const SHAPES: number[][] = [
   [3, 8, 5, 3],
   [72, 8, 4, 4],
   [2, 3, 5, 7],
+  [2, 3, 7, 7], // runs of 7 units (the streaming passes on CPU adapters)
   [3, 5, 4, 4],
   [1, 1, 1, 1],
   [1, 7, 1, 1],
