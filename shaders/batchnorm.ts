@@ -551,15 +551,19 @@ function generateNormalizeShader(
   let b = 0;
   const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
   const x = readOperand("x", spec.vec4, textures), res = readOperand("res", spec.vec4, textures);
+  const [stats, gamma, beta] = ["stats", "gamma", "beta"].map((name) => readOperand(name, false, textures));
   const bindings = [
     bind(x.decl),
-    bind("var<storage, read> stats: array<vec2<f32>>"),
-    bind("var<storage, read> gamma: array<f32>"),
-    bind("var<storage, read> beta: array<f32>"),
+    bind(stats.decl),
+    bind(gamma.decl),
+    bind(beta.decl),
     ...(residual ? [bind(res.decl)] : []),
     bind("var<storage, read_write> y: array<T>"),
     bind("var<uniform> p: Params"),
     x.loader,
+    stats.loader,
+    gamma.loader,
+    beta.loader,
     ...(residual ? [res.loader] : []),
   ].join("\n");
   return wgsl`
@@ -574,9 +578,9 @@ var<private> scale: f32;
 var<private> shift: f32;
 
 fn load_channel(c: u32) {
-  mean = stats[c].x;
-  scale = stats[c].y * gamma[c];
-  shift = beta[c];
+  mean = load_stats(2u * c);
+  scale = load_stats(2u * c + 1u) * load_gamma(c);
+  shift = load_beta(c);
 }
 
 ${normalizeUnit(relu, residual)}
@@ -633,17 +637,24 @@ function generateBatchNormBackwardDataShader(
   let b = 0;
   const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};`;
   const x = readOperand("x", spec.vec4, textures), dy = readOperand("dy", spec.vec4, textures);
+  const [stats, gamma, beta, coef] = ["stats", "gamma", "beta", "coef"].map((name) =>
+    readOperand(name, false, textures)
+  );
   const bindings = [
     ...(needsX ? [bind(x.decl)] : []),
     bind(dy.decl),
-    bind("var<storage, read> stats: array<vec2<f32>>"),
-    bind("var<storage, read> gamma: array<f32>"),
-    ...(relu ? [bind("var<storage, read> beta: array<f32>")] : []),
-    ...(training ? [bind("var<storage, read> coef: array<vec2<f32>>")] : []),
+    bind(stats.decl),
+    bind(gamma.decl),
+    ...(relu ? [bind(beta.decl)] : []),
+    ...(training ? [bind(coef.decl)] : []),
     bind("var<storage, read_write> dx: array<T>"),
     bind("var<uniform> p: Params"),
     ...(needsX ? [x.loader] : []),
     dy.loader,
+    stats.loader,
+    gamma.loader,
+    ...(relu ? [beta.loader] : []),
+    ...(training ? [coef.loader] : []),
   ].join("\n");
   return wgsl`
 ${unitType(spec.vec4)}
@@ -660,15 +671,15 @@ var<private> mean_dy: f32;
 var<private> mean_dy_xhat: f32;
 
 fn load_channel(c: u32) {
-  mean = stats[c].x;
-  invstd = stats[c].y;
-  scale = invstd * gamma[c];
+  mean = load_stats(2u * c);
+  invstd = load_stats(2u * c + 1u);
+  scale = invstd * load_gamma(c);
 #if ${relu}
-  shift = beta[c];
+  shift = load_beta(c);
 #endif
 #if ${training}
-  mean_dy = coef[c].x;
-  mean_dy_xhat = coef[c].y;
+  mean_dy = load_coef(2u * c);
+  mean_dy_xhat = load_coef(2u * c + 1u);
 #endif
 }
 

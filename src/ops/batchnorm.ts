@@ -265,6 +265,22 @@ function withUnitTextures<T>(
   return withOperandTextures(variant() === "cpu", tensors, tensors.map(() => l.vec4), record);
 }
 
+/**
+ * withOperandTextures for a streaming pass: its per-unit operands (vec4 texels for vec4 units) and
+ * its per-channel constants (r32float; `load_channel` reads them once per run of units, and a
+ * storage load there cost as much as the rest of the run on an AMD Zen 3 VM) in the cpu variant.
+ * `record` gets the unit operands, then the channel ones, in order.
+ */
+function withStreamTextures<T>(
+  l: Layout,
+  units: Tensor[],
+  channel: Tensor[],
+  record: (operands: KernelBinding[], textures: boolean) => T,
+): T {
+  const vec4 = [...units.map(() => l.vec4), ...channel.map(() => false)];
+  return withOperandTextures(variant() === "cpu", [...units, ...channel], vec4, record);
+}
+
 function check(op: string, x: Tensor, perChannel: [string, Tensor][], options: BatchNormOptions): void {
   checkFloat(op, x, ...perChannel.map(([, t]) => t));
   if (x.rank !== 4) {
@@ -387,13 +403,16 @@ export function batchNorm2dWithStats(
   if (l.units > 0 && !fused) {
     const p = params().u32(l.units, l.unitsPerPlane, l.channels);
     const invocations = Math.ceil(l.units / l.stream.run);
-    withUnitTextures(l, residual ? [x, residual] : [x], ([xIn, ...resIn], textures) =>
+    const units = residual ? [x, residual] : [x];
+    withStreamTextures(l, units, [stats, gamma, beta], (operands, textures) => {
+      const [xIn, ...resIn] = operands.slice(0, units.length), channel = operands.slice(units.length);
       launch(
         op,
         normalizeShader(l.stream, relu, residual !== undefined, textures),
-        [xIn, stats, gamma, beta, ...resIn, y, p],
+        [xIn, ...channel, ...resIn, y, p],
         grid1d(invocations, BN_WORKGROUP),
-      ));
+      );
+    });
   }
 
   const inputs = residual ? [x, gamma, beta, residual] : [x, gamma, beta];
@@ -456,16 +475,9 @@ export function batchNorm2dWithStats(
       dx = out;
       if (l.units > 0) {
         const needsX = training || relu;
-        withUnitTextures(l, needsX ? [x, dy] : [dy], (operands, textures) => {
-          const bindings = [
-            ...operands,
-            saved,
-            gamma,
-            ...(relu ? [beta] : []),
-            ...(coef ? [coef] : []),
-            out,
-            params().u32(l.units, l.unitsPerPlane, l.channels),
-          ];
+        const channel = [saved, gamma, ...(relu ? [beta] : []), ...(coef ? [coef] : [])];
+        withStreamTextures(l, needsX ? [x, dy] : [dy], channel, (operands, textures) => {
+          const bindings = [...operands, out, params().u32(l.units, l.unitsPerPlane, l.channels)];
           launch(
             `${op}.backward`,
             batchNormBackwardDataShader(l.stream, training, relu, textures),
