@@ -31,6 +31,8 @@ export const CONV_TUNING = {
    * grids still spread over every core (measured: as fast as 64 on big layers).
    */
   directWorkgroup: 8,
+  /** Direct conv: rows of 20-28 columns in one tile (see conv2d.ts runDirect). */
+  wholeRowTiles: true,
   /** Invocations per workgroup of the direct (CPU) filter-gradient kernel. */
   filterWorkgroup: 8,
   /**

@@ -396,9 +396,15 @@ function runDirect(
       // 37.9 -> 49.8 GFLOP/s, 32->32 @16x16 31.9 -> 45.1, 16->16 @32x32 25.1 -> 32.6. Not for the
       // data-gradient phases of a strided conv (1-4 taps each): no faster there.
       const wide = pass.qW >= 16 && pass.taps.flat().length === tapCount;
-      const pxTile = wide ? 16 : pass.qW >= 8 ? 8 : 4;
+      // Rows of 20, 24 or 28 columns would leave a 16-wide tile partly outside the grid (28:
+      // 4 of 32 columns computed for nothing): such rows are one tile wide, with fewer rows.
+      // Measured on [100, C, 28, 28] 3x3 (ABAB in one process, noisy VM): forward 1.13-1.14x,
+      // data gradient 1.04-1.2x; compiles as fast as the 16-column tile.
+      const wholeRow = CONV_TUNING.wholeRowTiles && wide && pass.qW > 16 && pass.qW < 32 && pass.qW % 4 === 0;
+      const pxTile = wholeRow ? pass.qW : wide ? 16 : pass.qW >= 8 ? 8 : 4;
       // Small maps (<= 8 rows) take 4-row tiles: ~1.4x on 7x7 and 8x8 maps (measured).
-      const rows = (wide || pass.qH <= 8) && pass.qH >= 4 ? 4 : pass.qH >= 2 ? 2 : 1;
+      let rows = (wide || pass.qH <= 8) && pass.qH >= 4 ? 4 : pass.qH >= 2 ? 2 : 1;
+      if (wholeRow) rows = Math.min(rows, Math.floor(64 / pass.qW));
       // Tiles hold whole phases (phases divide 4: see backwardDataDirect). 8-row tiles for phased
       // passes ran 1.09-1.10x faster on ResNet-8's stride-2 3x3 data gradients (paired) but took
       // ~66 s each to compile on lavapipe against ~17 s for 4 rows (2048 accumulators instead of

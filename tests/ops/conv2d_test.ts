@@ -27,6 +27,8 @@ const FIXED: Config[] = [
   // Wide grids (16-column tiles): a partial tile, and an aligned one with vec4 loads and stores.
   cfg({ inC: 3, outC: 17, h: 6, w: 18, kh: 3, kw: 3, padding: [1, 1] }),
   cfg({ batch: 2, inC: 2, outC: 5, h: 9, w: 16, kh: 3, kw: 3, padding: [1, 1], bias: false }),
+  // 28 columns (Fashion-MNIST): one tile per row, 2 rows each, the last one partial.
+  cfg({ inC: 3, outC: 17, h: 5, w: 28, kh: 3, kw: 3, padding: [1, 1] }),
   // Short 4-aligned rows (the filter gradient unrolls them): 8 wide, and 16 -> 8 at stride 2.
   cfg({ batch: 2, inC: 4, outC: 9, h: 6, w: 8, kh: 3, kw: 3, padding: [1, 1] }),
   cfg({ batch: 2, inC: 3, outC: 8, h: 5, w: 16, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2], bias: false }),
