@@ -106,6 +106,23 @@ export function texturesPay(elements: number): boolean {
   return currentGpu().adapterClass === "cpu" && elements >= TEXTURE_MIN_ELEMENTS;
 }
 
+/**
+ * Runs `record` with one f32 operand read as scalars (r32float texels) through an operand texture
+ * when `texturesPay(elements)`, else with the tensor itself: the one-input streaming kernels.
+ */
+export function withScalarOperand<T>(
+  tensor: Tensor,
+  elements: number,
+  record: (operand: KernelBinding, textured: boolean) => T,
+): T {
+  return withOperandTextures(
+    texturesPay(elements),
+    [tensor],
+    [false],
+    ([operand], textured) => record(operand, textured),
+  );
+}
+
 /** Workgroup grid for `n` invocations of a 1-D kernel (spills into y past 65,535 groups). */
 export function grid1d(n: number, perGroup = WORKGROUP_1D): [number, number] {
   const groups = Math.ceil(n / perGroup);

@@ -20,7 +20,7 @@ import { needsGrad, record } from "../autograd/tape.ts";
 import { fmt, ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { checkFloat } from "./elementwise.ts";
-import { grid1d, launch, output, params, texturesPay, withOperandTextures } from "./kernel.ts";
+import { grid1d, launch, output, params, withScalarOperand } from "./kernel.ts";
 
 export interface Pool2dOptions {
   /** Step between windows (default: the kernel size, non-overlapping windows). */
@@ -68,7 +68,7 @@ function pool2d(kind: PoolKind, x: Tensor, kernel: number, options: Pool2dOption
   const recording = needsGrad(x);
   const indices = kind === "max" && recording ? output(op, out.shape, "i32") : null;
   if (out.size > 0) {
-    withOperandTextures(texturesPay(out.size), [x], [false], ([xIn], texture) => {
+    withScalarOperand(x, out.size, (xIn, texture) => {
       const bindings = indices ? [xIn, out, indices, withTotal(out.size)] : [xIn, out, withTotal(out.size)];
       launch(op, pool2dShader(kind, indices !== null, texture), bindings, grid1d(out.size));
     });
@@ -77,7 +77,7 @@ function pool2d(kind: PoolKind, x: Tensor, kernel: number, options: Pool2dOption
   return record(op, [x], out, (dy) => {
     const dx = output(`${op}.backward`, x.shape);
     if (dx.size > 0) {
-      withOperandTextures(texturesPay(dx.size), [dy], [false], ([dyIn], texture) => {
+      withScalarOperand(dy, dx.size, (dyIn, texture) => {
         const bindings = indices ? [dyIn, indices, dx, withTotal(dx.size)] : [dyIn, dx, withTotal(dx.size)];
         launch(`${op}.backward`, pool2dBackwardShader(kind, texture), bindings, grid1d(dx.size));
       });
@@ -108,7 +108,7 @@ export function globalAvgPool2d(x: Tensor): Tensor {
   if (plane === 0) throw new ShapeError(op, `cannot average empty planes of ${fmt(x.shape)}`);
   const out = output(op, [n, c]);
   if (out.size > 0) {
-    withOperandTextures(texturesPay(x.size), [x], [false], ([xIn], texture) => {
+    withScalarOperand(x, x.size, (xIn, texture) => {
       const p = params().u32(out.size, plane).f32(1 / plane);
       launch(op, globalAvgPoolShader(texture), [xIn, out, p], grid1d(out.size));
     });
@@ -118,7 +118,7 @@ export function globalAvgPool2d(x: Tensor): Tensor {
     if (dx.size > 0) {
       const width = plane % 4 === 0 ? 4 : 1;
       const p = params().u32(dx.size / width).f32(1 / plane).u32(...divisionMagic(plane / width));
-      withOperandTextures(texturesPay(dx.size), [dy], [false], ([dyIn], texture) => {
+      withScalarOperand(dy, dx.size, (dyIn, texture) => {
         launch(
           `${op}.backward`,
           globalAvgPoolBackwardShader(width, texture),
@@ -142,11 +142,11 @@ export function upsampleNearest2d(x: Tensor, scale = 2): Tensor {
   const [n, c, h, w] = x.shape;
   const out = output(op, [n, c, h * scale, w * scale]);
   if (out.size > 0) {
-    withOperandTextures(texturesPay(out.size), [x], [false], ([xIn], texture) => {
+    withScalarOperand(x, out.size, (xIn, texture) => {
       launch(
         op,
         upsampleNearestShader(texture),
-        [xIn, out, upsampleParams(x.size, h, w, scale)],
+        [xIn, out, params().u32(x.size, h, w, scale)],
         grid1d(x.size),
       );
     });
@@ -154,16 +154,11 @@ export function upsampleNearest2d(x: Tensor, scale = 2): Tensor {
   return record(op, [x], out, (dy) => {
     const dx = output(`${op}.backward`, x.shape);
     if (dx.size > 0) {
-      const p = upsampleParams(dx.size, h, w, scale);
-      withOperandTextures(texturesPay(dy.size), [dy], [false], ([dyIn], texture) => {
+      const p = params().u32(dx.size, h, w, scale);
+      withScalarOperand(dy, dy.size, (dyIn, texture) => {
         launch(`${op}.backward`, upsampleNearestBackwardShader(texture), [dyIn, dx, p], grid1d(dx.size));
       });
     }
     return [dx];
   });
-}
-
-/** The upsampling kernels' uniform block (shaders/pool.ts `upsampleCommon`). */
-function upsampleParams(total: number, h: number, w: number, scale: number) {
-  return params().u32(total, h, w, scale);
 }
