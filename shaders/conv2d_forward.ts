@@ -31,8 +31,14 @@ export const CONV_TUNING = {
    * grids still spread over every core (measured: as fast as 64 on big layers).
    */
   directWorkgroup: 8,
-  /** Direct conv: rows of 20-28 columns in one tile (see conv2d.ts runDirect). */
-  wholeRowTiles: true,
+  /**
+   * Direct conv: rows of 20-28 columns take one whole-row tile from this many output pixels per
+   * output channel (see conv2d.ts runDirect). Below it they share the 16-column tile's shaders:
+   * each tile shape is another ~20 s shader compile on lavapipe, which a small conv never pays
+   * back (a cold test run took 4.5 minutes longer when every 28-wide conv of the tests compiled
+   * its own).
+   */
+  wholeRowMinPixels: 32768,
   /** Invocations per workgroup of the direct (CPU) filter-gradient kernel. */
   filterWorkgroup: 8,
   /**

@@ -400,7 +400,8 @@ function runDirect(
       // 4 of 32 columns computed for nothing): such rows are one tile wide, with fewer rows.
       // Measured on [100, C, 28, 28] 3x3 (ABAB in one process, noisy VM): forward 1.13-1.14x,
       // data gradient 1.04-1.2x; compiles as fast as the 16-column tile.
-      const wholeRow = CONV_TUNING.wholeRowTiles && wide && pass.qW > 16 && pass.qW < 32 && pass.qW % 4 === 0;
+      const wholeRow = wide && pass.qW > 16 && pass.qW < 32 && pass.qW % 4 === 0 &&
+        batch * pass.qH * pass.qW >= CONV_TUNING.wholeRowMinPixels;
       const pxTile = wholeRow ? pass.qW : wide ? 16 : pass.qW >= 8 ? 8 : 4;
       // Small maps (<= 8 rows) take 4-row tiles: ~1.4x on 7x7 and 8x8 maps (measured).
       let rows = (wide || pass.qH <= 8) && pass.qH >= 4 ? 4 : pass.qH >= 2 ? 2 : 1;

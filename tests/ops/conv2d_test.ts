@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { fromArray } from "../../src/ops/creation.ts";
 import { conv2d, conv2dBackwardData, conv2dBackwardFilter } from "../../src/ops/conv2d.ts";
+import { CONV_TUNING } from "../../shaders/conv2d_forward.ts";
 import { grad } from "../../src/autograd/backward.ts";
 import { currentGpu } from "../../src/device/runtime.ts";
 import { add, mul } from "../../src/ops/arithmetic.ts";
@@ -27,8 +28,6 @@ const FIXED: Config[] = [
   // Wide grids (16-column tiles): a partial tile, and an aligned one with vec4 loads and stores.
   cfg({ inC: 3, outC: 17, h: 6, w: 18, kh: 3, kw: 3, padding: [1, 1] }),
   cfg({ batch: 2, inC: 2, outC: 5, h: 9, w: 16, kh: 3, kw: 3, padding: [1, 1], bias: false }),
-  // 28 columns (Fashion-MNIST): one tile per row, 2 rows each, the last one partial.
-  cfg({ inC: 3, outC: 17, h: 5, w: 28, kh: 3, kw: 3, padding: [1, 1] }),
   // Short 4-aligned rows (the filter gradient unrolls them): 8 wide, and 16 -> 8 at stride 2.
   cfg({ batch: 2, inC: 4, outC: 9, h: 6, w: 8, kh: 3, kw: 3, padding: [1, 1] }),
   cfg({ batch: 2, inC: 3, outC: 8, h: 5, w: 16, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2], bias: false }),
@@ -95,6 +94,28 @@ for (const variant of ["cpu", "gpu"] as const) {
     for (const c of randomConfigs(8, variant === "cpu" ? 1 : 2)) await checkConfig(c, variant, seed++);
   });
 }
+
+gpuTest("conv2d cpu: rows of 28 columns in whole-row tiles (large convs only)", async (gpu) => {
+  // 28 columns (Fashion-MNIST): one tile per row, 2 rows each, the last one partial. Tests are
+  // small, so the size threshold is lifted; the dispatched shaders must use the whole-row tile.
+  const c = cfg({ inC: 3, outC: 17, h: 5, w: 28, kh: 3, kw: 3, padding: [1, 1] });
+  const before = CONV_TUNING.wholeRowMinPixels;
+  const tiles: string[] = [];
+  const dispatch = gpu.dispatch.bind(gpu);
+  gpu.dispatch = (op, source, ...rest) => {
+    tiles.push(...(source.match(/Tile of .* per invocation/g) ?? []));
+    dispatch(op, source, ...rest);
+  };
+  CONV_TUNING.wholeRowMinPixels = 0;
+  try {
+    await checkConfig(c, "cpu", 99);
+  } finally {
+    CONV_TUNING.wholeRowMinPixels = before;
+    gpu.dispatch = dispatch;
+  }
+  // The forward pass and the data gradient (stride 1: the same grid), nothing else.
+  assert.ok(tiles.length >= 2 && tiles.every((t) => t.includes("2 rows x 28 columns")), tiles.join("; "));
+});
 
 gpuTest("conv2d: gradient of one input only (the others skip their kernels)", async () => {
   const c = cfg({ batch: 2, inC: 3, outC: 5, h: 6, w: 8, kh: 3, kw: 3, padding: [1, 1], stride: [2, 1] });
