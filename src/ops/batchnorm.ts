@@ -254,28 +254,16 @@ function channelSumsFinished(
 }
 
 /**
- * withOperandTextures for the per-unit operands (x, dy, res) of a kernel: textures (vec4 texels
- * for vec4 units) in the cpu variant.
+ * withOperandTextures for the per-unit operands (x, dy, res) of a kernel, vec4 texels for vec4
+ * units, and a streaming pass's per-channel constants `channel` (r32float: `load_channel` reads
+ * them once per run of units, and a storage load there cost as much as the rest of the run on an
+ * AMD Zen 3 VM), in the cpu variant. `record` gets the unit operands, then the channel ones.
  */
 function withUnitTextures<T>(
   l: Layout,
-  tensors: Tensor[],
-  record: (operands: KernelBinding[], textures: boolean) => T,
-): T {
-  return withOperandTextures(variant() === "cpu", tensors, tensors.map(() => l.vec4), record);
-}
-
-/**
- * withOperandTextures for a streaming pass: its per-unit operands (vec4 texels for vec4 units) and
- * its per-channel constants (r32float; `load_channel` reads them once per run of units, and a
- * storage load there cost as much as the rest of the run on an AMD Zen 3 VM) in the cpu variant.
- * `record` gets the unit operands, then the channel ones, in order.
- */
-function withStreamTextures<T>(
-  l: Layout,
   units: Tensor[],
-  channel: Tensor[],
   record: (operands: KernelBinding[], textures: boolean) => T,
+  channel: Tensor[] = [],
 ): T {
   const vec4 = [...units.map(() => l.vec4), ...channel.map(() => false)];
   return withOperandTextures(variant() === "cpu", [...units, ...channel], vec4, record);
@@ -404,7 +392,7 @@ export function batchNorm2dWithStats(
     const p = params().u32(l.units, l.unitsPerPlane, l.channels);
     const invocations = Math.ceil(l.units / l.stream.run);
     const units = residual ? [x, residual] : [x];
-    withStreamTextures(l, units, [stats, gamma, beta], (operands, textures) => {
+    withUnitTextures(l, units, (operands, textures) => {
       const [xIn, ...resIn] = operands.slice(0, units.length), channel = operands.slice(units.length);
       launch(
         op,
@@ -412,7 +400,7 @@ export function batchNorm2dWithStats(
         [xIn, ...channel, ...resIn, y, p],
         grid1d(invocations, BN_WORKGROUP),
       );
-    });
+    }, [stats, gamma, beta]);
   }
 
   const inputs = residual ? [x, gamma, beta, residual] : [x, gamma, beta];
@@ -476,7 +464,7 @@ export function batchNorm2dWithStats(
       if (l.units > 0) {
         const needsX = training || relu;
         const channel = [saved, gamma, ...(relu ? [beta] : []), ...(coef ? [coef] : [])];
-        withStreamTextures(l, needsX ? [x, dy] : [dy], channel, (operands, textures) => {
+        withUnitTextures(l, needsX ? [x, dy] : [dy], (operands, textures) => {
           const bindings = [...operands, out, params().u32(l.units, l.unitsPerPlane, l.channels)];
           launch(
             `${op}.backward`,
@@ -484,7 +472,7 @@ export function batchNorm2dWithStats(
             bindings,
             grid1d(Math.ceil(l.units / l.stream.run), BN_WORKGROUP),
           );
-        });
+        }, channel);
       }
     }
     coef?.dispose();
