@@ -25,6 +25,12 @@ struct Params {
   inv_area: f32, // 1 / k²
 }`;
 
+/** Binding 0, the kernel's float input `name`, and its `load_<name>(u)` (see `readOperand`). */
+function input0(name: string, texture: boolean): string {
+  const operand = readOperand(name, false, texture);
+  return `@group(0) @binding(0) ${operand.decl};\n${operand.loader}`;
+}
+
 /**
  * Forward, one invocation per output element. Max also records the argmax (index h·W + w in
  * its plane; the first maximum in row-major order on ties; NaN wins, as in PyTorch) when
@@ -34,12 +40,10 @@ export const pool2dShader = memoizeShader(generatePool2dShader);
 
 function generatePool2dShader(kind: PoolKind, withIndices: boolean, texture: boolean): string {
   const max = kind === "max";
-  const x = readOperand("x", false, texture);
   return wgsl`
 ${flatIndex}
 ${poolParams}
-@group(0) @binding(0) ${x.decl};
-${x.loader}
+${input0("x", texture)}
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 #if ${withIndices}
 @group(0) @binding(2) var<storage, read_write> indices: array<i32>;
@@ -106,12 +110,10 @@ export const pool2dBackwardShader = memoizeShader(generatePool2dBackwardShader);
 
 function generatePool2dBackwardShader(kind: PoolKind, texture: boolean): string {
   const max = kind === "max";
-  const dy = readOperand("dy", false, texture);
   return wgsl`
 ${flatIndex}
 ${poolParams}
-@group(0) @binding(0) ${dy.decl};
-${dy.loader}
+${input0("dy", texture)}
 #if ${max}
 @group(0) @binding(1) var<storage, read> indices: array<i32>;
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;
@@ -163,8 +165,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
 export const globalAvgPoolShader = memoizeShader((texture: boolean) => /* wgsl */ `
 ${flatIndex}
 struct Params { planes: u32, plane_size: u32, inv_size: f32 }
-@group(0) @binding(0) ${readOperand("x", false, texture).decl};
-${readOperand("x", false, texture).loader}
+${input0("x", texture)}
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
 
@@ -189,8 +190,7 @@ export const globalAvgPoolBackwardShader = memoizeShader((width: 1 | 4, texture:
 ${flatIndex}
 ${fastDivision}
 struct Params { total: u32, inv_size: f32, magic: vec2<u32> }
-@group(0) @binding(0) ${readOperand("dy", false, texture).decl};
-${readOperand("dy", false, texture).loader}
+${input0("dy", texture)}
 @group(0) @binding(1) var<storage, read_write> dx: array<${width === 4 ? "vec4<f32>" : "f32"}>;
 @group(0) @binding(2) var<uniform> p: Params;
 
@@ -225,10 +225,9 @@ fn block_start(i: u32) -> u32 {
  * faster on llvmpipe). Bindings: x, out, params.
  */
 export const upsampleNearestShader = memoizeShader((texture: boolean) => /* wgsl */ `
-@group(0) @binding(0) ${readOperand("x", false, texture).decl};
+${input0("x", texture)}
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
-${readOperand("x", false, texture).loader}
 ${upsampleCommon}
 
 @compute @workgroup_size(${WORKGROUP_1D})
@@ -249,10 +248,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
  * element. Bindings: dy, dx, params.
  */
 export const upsampleNearestBackwardShader = memoizeShader((texture: boolean) => /* wgsl */ `
-@group(0) @binding(0) ${readOperand("dy", false, texture).decl};
+${input0("dy", texture)}
 @group(0) @binding(1) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
-${readOperand("dy", false, texture).loader}
 ${upsampleCommon}
 
 @compute @workgroup_size(${WORKGROUP_1D})
