@@ -7,13 +7,7 @@ import { type Gpu, initWebGpu } from "../../src/device/mod.ts";
 let gpu: Gpu | null = null;
 
 export async function testGpu(): Promise<Gpu> {
-  if (!gpu) {
-    gpu = await initWebGpu({ poisonOutputs: true, quiet: true });
-    // Destroy the device before the process tears down: left to the exit, wgpu's GL backend
-    // sometimes aborted it (glibc "corrupted size vs. prev_size in fastbins") after every test
-    // had passed, failing the GL smoke run.
-    globalThis.addEventListener("unload", () => gpu?.destroy());
-  }
+  gpu ??= await initWebGpu({ poisonOutputs: true, quiet: true });
   return gpu;
 }
 
