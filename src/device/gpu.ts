@@ -1,12 +1,13 @@
 /**
  * The device layer: adapter selection, device creation with the limits the kernels need,
  * error handling, and the shared services every op uses (buffer pool, pipeline cache,
- * uniform cache, batched encoder, readback).
+ * uniform cache, batched encoder, operand textures and the copies kept in them, readback).
  */
 import { BufferPool, type PoolStats } from "./buffer_pool.ts";
 import { BatchedEncoder } from "./encoder.ts";
 import { DeviceLostError, GpuError, NoAdapterError } from "./errors.ts";
 import { OPERAND_TEXTURE_WIDTH } from "../../shaders/common.ts";
+import { OperandCopyCache } from "./operand_copies.ts";
 import { operandFormat, OperandTexturePool, TEXEL_BYTES } from "./operand_textures.ts";
 import { PipelineCache } from "./pipeline_cache.ts";
 import { type Tunables, tunables as defaultTunables } from "./tunables.ts";
@@ -58,6 +59,7 @@ export class Gpu {
   readonly uniforms: UniformCache;
   readonly encoder: BatchedEncoder;
   readonly operandTextures: OperandTexturePool;
+  readonly operandCopies: OperandCopyCache;
   readonly tunables: Tunables;
   readonly adapterName: string;
   readonly adapterClass: AdapterClass;
@@ -92,6 +94,10 @@ export class Gpu {
       device,
       () => this.tunables.maxPooledTextureBytes,
       () => this.encoder.flush(),
+    );
+    this.operandCopies = new OperandCopyCache(
+      this.operandTextures,
+      () => this.tunables.maxIdleOperandCopyBytes,
     );
     this.uniforms = new UniformCache(device, () => this.tunables.uniformCacheEntries);
 
@@ -144,9 +150,14 @@ export class Gpu {
     if (this.#lost) throw this.#lost;
     const { pipeline, layout } = this.pipelines.get(op, source, entryPoint);
     const entries: GPUBindGroupEntry[] = bindings.map((b, binding) => {
-      if (b instanceof GPUBuffer) return { binding, resource: { buffer: b } };
+      // A storage buffer the dispatch may write: copies of its old data are no longer valid.
+      if (b instanceof GPUBuffer) {
+        this.operandCopies.invalidate(b);
+        return { binding, resource: { buffer: b } };
+      }
       if (b instanceof GPUTexture) return { binding, resource: this.operandTextures.view(b) };
       if ("buffer" in b) {
+        this.operandCopies.invalidate(b.buffer);
         return { binding, resource: { buffer: b.buffer, size: b.size, offset: b.offset ?? 0 } };
       }
       return { binding, resource: { buffer: this.uniforms.get(b) } };
@@ -168,18 +179,22 @@ export class Gpu {
   }
 
   /**
-   * A texture holding the first `bytes` of `buffer` (see OperandTexturePool), copied after the
-   * work recorded so far: 4 floats a texel for vec4 reads, 1 for scalar reads. Give it back with
-   * `releaseOperandTexture` once the dispatches that read it are recorded. Undefined when the
-   * data does not fit a texture of this device (the caller then reads the buffer).
+   * A texture holding the first `bytes` of `buffer` (see OperandTexturePool): the copy kept from
+   * an earlier op if the buffer has not changed since (OperandCopyCache), else one copied after
+   * the work recorded so far. 4 floats a texel for vec4 reads, 1 for scalar reads. Give it back
+   * with `releaseOperandTexture` once the dispatches that read it are recorded. Undefined when
+   * the data does not fit a texture of this device (the caller then reads the buffer).
    */
   operandTexture(buffer: GPUBuffer, bytes: number, vec4: boolean): GPUTexture | undefined {
     if (this.#lost) throw this.#lost;
     if (!this.operandTextureFits(bytes, vec4)) return undefined;
     const format = operandFormat(vec4), texelBytes = TEXEL_BYTES[format];
     const texels = bytes / texelBytes;
+    const kept = this.operandCopies.take(buffer, format, texels);
+    if (kept) return kept;
     const texture = this.operandTextures.acquire(format, texels);
     this.encoder.copyToTexture(buffer, texture, texels, OPERAND_TEXTURE_WIDTH, texelBytes);
+    this.operandCopies.add(buffer, format, texels, texture);
     return texture;
   }
 
@@ -190,7 +205,13 @@ export class Gpu {
   }
 
   releaseOperandTexture(texture: GPUTexture): void {
-    this.operandTextures.release(texture);
+    if (!this.operandCopies.release(texture)) this.operandTextures.release(texture);
+  }
+
+  /** Returns a tensor's buffer to the pool (its next tensor is another: its copies go). */
+  releaseBuffer(buffer: GPUBuffer): void {
+    this.operandCopies.invalidate(buffer);
+    this.pool.release(buffer);
   }
 
   /** Writes host data into a buffer, after all work recorded so far. */
@@ -198,6 +219,7 @@ export class Gpu {
     // queue.writeBuffer runs before the next submit; flush so that earlier dispatches that
     // used this (pooled, reused) buffer see its old contents.
     this.encoder.flush();
+    this.operandCopies.invalidate(buffer);
     this.device.queue.writeBuffer(buffer, offset, data.buffer, data.byteOffset, data.byteLength);
   }
 
@@ -241,6 +263,7 @@ export class Gpu {
   destroy(): void {
     this.encoder.flush();
     this.pool.trim();
+    this.operandCopies.clear();
     this.operandTextures.trim();
     for (const s of this.#staging) s.destroy();
     this.device.destroy();

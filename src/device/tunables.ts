@@ -20,6 +20,12 @@ export const tunables = {
    */
   maxPooledTextureBytes: 256 << 20,
   /**
+   * Operand copies kept with their buffers for the next op that reads them (OperandCopyCache):
+   * bytes of those no op holds at the moment, past which the least recently used go back to
+   * the texture pool.
+   */
+  maxIdleOperandCopyBytes: 256 << 20,
+  /**
    * Worker threads per logical CPU asked of Mesa's CPU drivers (lavapipe, llvmpipe), which run
    * one worker per CPU unless told otherwise. Each dispatch is cut into one fixed chunk of
    * workgroups per worker, with no work stealing, so a worker that loses its core for a moment

@@ -20,7 +20,7 @@ export class Storage {
   }
 
   release(): void {
-    if (--this.refs === 0) this.gpu.pool.release(this.buffer);
+    if (--this.refs === 0) this.gpu.releaseBuffer(this.buffer);
   }
 }
 
