@@ -72,10 +72,28 @@ export async function timeCalls(
   return best;
 }
 
-/** `timeCalls` for work recorded on our device. */
-export function timeGpu(fn: () => void, options: TimeOptions = {}): Promise<number> {
+/**
+ * `timeCalls` for work recorded on our device. A kernel row calls one op on the same inputs over
+ * and over, so it would take their operand copies (src/device/operand_copies.ts) from the call
+ * before and time the kernel without them, while an op in a training step copies the fresh
+ * activations it reads. Copies are therefore not kept between calls, unless `keepOperandCopies`
+ * (a whole training step, which keeps them as training does).
+ */
+export async function timeGpu(
+  fn: () => void,
+  options: TimeOptions & { keepOperandCopies?: boolean } = {},
+): Promise<number> {
   const gpu = currentGpu();
-  return timeCalls(fn, () => gpu.sync(), options);
+  const budget = gpu.tunables.maxIdleOperandCopyBytes;
+  if (!options.keepOperandCopies) {
+    gpu.tunables.maxIdleOperandCopyBytes = 0;
+    gpu.operandCopies.clear();
+  }
+  try {
+    return await timeCalls(fn, () => gpu.sync(), options);
+  } finally {
+    gpu.tunables.maxIdleOperandCopyBytes = budget;
+  }
 }
 
 export function rate(row: BenchRow): string {

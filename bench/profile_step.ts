@@ -81,7 +81,7 @@ if (values.workload === "train") {
   throw new Error(`unknown workload '${values.workload}' (train or pipeline)`);
 }
 
-const stepMs = await timeGpu(step, { warmup: 2, iters: 6, minMs: 1500 });
+const stepMs = await timeGpu(step, { warmup: 2, iters: 6, minMs: 1500, keepOperandCopies: true });
 
 // Record one step's dispatches (they still run, so the pool and the tape behave as usual).
 const recorded: Recorded[] = [];

@@ -31,7 +31,7 @@ export async function benchResnet8Step(options: { log?: (s: string) => void } = 
   };
   model.train();
   const before = lossOnBatch();
-  const ms = await timeGpu(step, { warmup: 2, iters: 10, minMs: 2000 });
+  const ms = await timeGpu(step, { warmup: 2, iters: 10, minMs: 2000, keepOperandCopies: true });
   const after = lossOnBatch();
   const [b, a] = [await before.item(), await after.item()];
   options.log?.(`  resnet8 loss on the fixed batch: ${b.toFixed(4)} -> ${a.toFixed(4)}`);
