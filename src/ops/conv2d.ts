@@ -570,8 +570,9 @@ function backwardDataDirect(
  * accumulators for 3x3) another 1.12-1.21x on its stride-1 layers and 16 -> 32 stride 2
  * (paired; 8x8 maps at stride 2 unchanged; it compiles in ~1.5 s instead of ~0.5). 16x4 (576
  * accumulators) was another 1.09-1.18x on 16- and 32-wide rows (0.79x on the unrolled 8-wide
- * ones) but takes ~5 s to compile per shader: the model tests' cold compiles grew by minutes,
- * too much for CI's budget, so it is not used. Where every x block is loaded each step
+ * ones) but takes 4-11 s to compile per shader: the model tests' cold compiles grew by minutes,
+ * too much for CI's budget, so only large convs take it (`filterWideBlockMinPositions` in
+ * CONV_TUNING), where it pays for its compile. Where every x block is loaded each step
  * (unaligned rows), x loads dominate and a block of output channels saves more.
  */
 function filterTiles(g: Conv2dGeometry): { coTile: number; ciTile: number } {
@@ -581,6 +582,11 @@ function filterTiles(g: Conv2dGeometry): { coTile: number; ciTile: number } {
   // A 1x1 kernel has one tap: 8x2 would be 16 accumulators per ~12 loads, and the wider block
   // below measured 1.5-1.6x faster on ResNet-8's 1x1 stride-2 shortcuts.
   if (taps > 1 && carried && g.outC >= 8) {
+    const positions = g.batch * g.outH * g.outW;
+    if (
+      taps <= 9 && g.outC >= 16 && g.inC >= 4 && g.outW > CONV_TUNING.filterUnrolledRow &&
+      positions >= CONV_TUNING.filterWideBlockMinPositions
+    ) return { coTile: 16, ciTile: 4 };
     if (8 * 4 * taps <= 288 && g.inC >= 4) return { coTile: 8, ciTile: 4 };
     // An RGB stem: 3 input channels in one block, none wasted (1.28x over 8x2, paired, on
     // ResNet-8's 3 -> 16 @32 layer).

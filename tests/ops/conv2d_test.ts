@@ -117,6 +117,36 @@ gpuTest("conv2d cpu: rows of 28 columns in whole-row tiles (large convs only)", 
   assert.ok(tiles.length >= 2 && tiles.every((t) => t.includes("2 rows x 28 columns")), tiles.join("; "));
 });
 
+gpuTest("conv2d cpu: filter gradients in 16x4 channel blocks (large convs only)", async (gpu) => {
+  // Partial blocks of both kinds of channel (17 output, 5 input channels), carried 16-wide rows at
+  // stride 1 (two rows a step) and 2. Tests are small, so the size threshold is lifted; the
+  // filter-gradient shaders must use the wide block.
+  const configs = [
+    cfg({ batch: 2, inC: 5, outC: 17, h: 6, w: 16, kh: 3, kw: 3, padding: [1, 1] }),
+    cfg({ batch: 2, inC: 5, outC: 17, h: 8, w: 32, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2] }),
+  ];
+  const before = CONV_TUNING.filterWideBlockMinPositions;
+  const blocks: string[] = [];
+  const dispatch = gpu.dispatch.bind(gpu);
+  gpu.dispatch = (op, source, ...rest) => {
+    if (op === "conv2d.backwardFilter") {
+      blocks.push(...(source.match(/\d+ output channels x \d+ input channels/g) ?? []));
+    }
+    dispatch(op, source, ...rest);
+  };
+  CONV_TUNING.filterWideBlockMinPositions = 0;
+  try {
+    for (const [i, c] of configs.entries()) await checkConfig(c, "cpu", 120 + i);
+  } finally {
+    CONV_TUNING.filterWideBlockMinPositions = before;
+    gpu.dispatch = dispatch;
+  }
+  assert.ok(
+    blocks.length >= 2 && blocks.every((b) => b === "16 output channels x 4 input channels"),
+    blocks.join("; "),
+  );
+});
+
 gpuTest("conv2d: gradient of one input only (the others skip their kernels)", async () => {
   const c = cfg({ batch: 2, inC: 3, outC: 5, h: 6, w: 8, kh: 3, kw: 3, padding: [1, 1], stride: [2, 1] });
   const rng = new Rng(3);
