@@ -55,12 +55,12 @@ export const CONV_TUNING = {
    */
   filterUnrolledRow: 8,
   /**
-   * Filter gradient: 3x3 (or smaller) kernels on carried rows wider than `filterUnrolledRow` take
-   * 16x4 channel blocks (576 accumulators) instead of 8x4 from this many output positions
-   * (batch x out_h x out_w). Paired in one process on lavapipe: 64->64 @32x32 b64 1.05-1.16x,
-   * ResNet-8's 16->32 stride-2 layer (16,384 positions) 1.10-1.23x, its 16->16 @32 and 32->32 @16
-   * unchanged. Each such shader takes 4-11 s to compile instead of 2-3.5, which small convs (the
-   * tests) never pay back.
+   * Filter gradient: 3x3 (or smaller) kernels on carried rows wider than `filterUnrolledRow`,
+   * strided or with 64+ input channels, take 16x4 channel blocks (576 accumulators) instead of
+   * 8x4 from this many output positions (batch x out_h x out_w). Paired in one process on
+   * lavapipe: 64->64 @32x32 b64 1.05-1.16x, ResNet-8's 16->32 stride-2 layer (16,384 positions)
+   * 1.10-1.23x; its stride-1 16->16 @32 and 32->32 @16 unchanged (so they keep 8x4). Each such
+   * shader takes 4-11 s to compile instead of 2-3.5, which small convs (the tests) never pay back.
    */
   filterWideBlockMinPositions: 16384,
   /** Floats in one uniform binding (64 KiB, the WebGPU maximum and lavapipe's). */

@@ -118,11 +118,11 @@ gpuTest("conv2d cpu: rows of 28 columns in whole-row tiles (large convs only)", 
 });
 
 gpuTest("conv2d cpu: filter gradients in 16x4 channel blocks (large convs only)", async (gpu) => {
-  // Partial blocks of both kinds of channel (17 output, 5 input channels), carried 16-wide rows at
-  // stride 1 (two rows a step) and 2. Tests are small, so the size threshold is lifted; the
-  // filter-gradient shaders must use the wide block.
+  // Partial blocks of both kinds of channel (17 output; 66 or 5 input channels), carried 16-wide
+  // rows at stride 1 (two rows a step; 64+ input channels) and 2. Tests are small, so the size
+  // threshold is lifted; the filter-gradient shaders must use the wide block.
   const configs = [
-    cfg({ batch: 2, inC: 5, outC: 17, h: 6, w: 16, kh: 3, kw: 3, padding: [1, 1] }),
+    cfg({ batch: 2, inC: 66, outC: 17, h: 4, w: 16, kh: 3, kw: 3, padding: [1, 1] }),
     cfg({ batch: 2, inC: 5, outC: 17, h: 8, w: 32, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2] }),
   ];
   const before = CONV_TUNING.filterWideBlockMinPositions;
