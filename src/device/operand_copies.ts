@@ -16,7 +16,7 @@
  * were recorded, so a dropped texture handed out again is overwritten only after every read
  * of its old contents.
  */
-import { type OperandFormat, type OperandTexturePool, TEXEL_BYTES } from "./operand_textures.ts";
+import { type OperandFormat, type OperandTexturePool, textureBytes } from "./operand_textures.ts";
 
 interface Copy {
   buffer: GPUBuffer;
@@ -28,8 +28,6 @@ interface Copy {
   /** Its buffer changed while it was held: back to the pool when the last reader is done. */
   stale: boolean;
 }
-
-const textureBytes = (t: GPUTexture, format: OperandFormat) => t.width * t.height * TEXEL_BYTES[format];
 
 export class OperandCopyCache {
   /** Copies by source buffer, in least recently used order (a Map keeps insertion order). */
@@ -51,7 +49,7 @@ export class OperandCopyCache {
     const copies = this.#byBuffer.get(buffer);
     const copy = copies?.find((c) => c.format === format && c.texels === texels);
     if (!copy) return undefined;
-    if (copy.readers++ === 0) this.#idleBytes -= textureBytes(copy.texture, copy.format);
+    if (copy.readers++ === 0) this.#idleBytes -= textureBytes(copy.texture);
     // Most recently used last.
     this.#byBuffer.delete(buffer);
     this.#byBuffer.set(buffer, copies!);
@@ -79,7 +77,7 @@ export class OperandCopyCache {
     if (--copy.readers > 0) return true;
     if (copy.stale) this.#drop(copy);
     else {
-      this.#idleBytes += textureBytes(texture, copy.format);
+      this.#idleBytes += textureBytes(texture);
       this.#evict();
     }
     return true;
@@ -93,7 +91,7 @@ export class OperandCopyCache {
     for (const copy of copies) {
       if (copy.readers > 0) copy.stale = true;
       else {
-        this.#idleBytes -= textureBytes(copy.texture, copy.format);
+        this.#idleBytes -= textureBytes(copy.texture);
         this.#drop(copy);
       }
     }
@@ -114,7 +112,7 @@ export class OperandCopyCache {
     for (const [buffer, copies] of this.#byBuffer) {
       if (this.#idleBytes <= this.maxIdleBytes()) return;
       for (const copy of copies.filter((c) => c.readers === 0)) {
-        this.#idleBytes -= textureBytes(copy.texture, copy.format);
+        this.#idleBytes -= textureBytes(copy.texture);
         this.#drop(copy);
       }
       const held = copies.filter((c) => c.readers > 0);

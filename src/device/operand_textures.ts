@@ -38,7 +38,8 @@ function heightClass(rows: number): number {
   return 2 ** Math.ceil(Math.log2(Math.max(1, rows)));
 }
 
-const textureBytes = (t: GPUTexture) => t.width * t.height * TEXEL_BYTES[t.format as OperandFormat];
+/** Bytes of an operand texture. */
+export const textureBytes = (t: GPUTexture) => t.width * t.height * TEXEL_BYTES[t.format as OperandFormat];
 
 export class OperandTexturePool {
   #free = new Map<string, GPUTexture[]>();
