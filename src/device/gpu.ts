@@ -204,8 +204,9 @@ export class Gpu {
     return bytes > 0 && bytes % texelBytes === 0 && this.operandTextures.fits(bytes / texelBytes);
   }
 
+  /** Every operand texture is a copy kept with its buffer (OperandCopyCache): it stays there. */
   releaseOperandTexture(texture: GPUTexture): void {
-    if (!this.operandCopies.release(texture)) this.operandTextures.release(texture);
+    this.operandCopies.release(texture);
   }
 
   /** Returns a tensor's buffer to the pool (its next tensor is another: its copies go). */

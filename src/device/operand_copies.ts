@@ -19,7 +19,6 @@
 import { type OperandFormat, type OperandTexturePool, textureBytes } from "./operand_textures.ts";
 
 interface Copy {
-  buffer: GPUBuffer;
   texture: GPUTexture;
   format: OperandFormat;
   texels: number;
@@ -59,7 +58,7 @@ export class OperandCopyCache {
 
   /** Keeps a fresh copy of `buffer` (already recorded into `texture`), held by its caller. */
   add(buffer: GPUBuffer, format: OperandFormat, texels: number, texture: GPUTexture): void {
-    const copy: Copy = { buffer, texture, format, texels, readers: 1, stale: false };
+    const copy: Copy = { texture, format, texels, readers: 1, stale: false };
     const copies = this.#byBuffer.get(buffer);
     this.#byBuffer.delete(buffer);
     this.#byBuffer.set(buffer, [...(copies ?? []), copy]);
@@ -69,18 +68,19 @@ export class OperandCopyCache {
 
   /**
    * The caller has recorded every dispatch that reads `texture`. A kept copy stays kept (or,
-   * if its buffer changed meanwhile, goes back to the pool); false if it is not a kept copy.
+   * if its buffer changed meanwhile, goes back to the pool).
    */
-  release(texture: GPUTexture): boolean {
+  release(texture: GPUTexture): void {
     const copy = this.#byTexture.get(texture);
-    if (!copy) return false;
-    if (--copy.readers > 0) return true;
+    if (!copy || copy.readers === 0) {
+      throw new Error(`operand texture ${texture.label} released without being held (released twice?)`);
+    }
+    if (--copy.readers > 0) return;
     if (copy.stale) this.#drop(copy);
     else {
       this.#idleBytes += textureBytes(texture);
       this.#evict();
     }
-    return true;
   }
 
   /** `buffer` is about to change (or to hold another tensor): its copies are no longer its data. */
