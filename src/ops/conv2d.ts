@@ -390,6 +390,9 @@ function runDirect(
     let moments: ChannelMoments | undefined;
     for (const pass of passes) {
       if (pass.qH === 0 || pass.qW === 0) continue;
+      const accumulation = packed.aChunks > 1 ? "param" : accumulate ? "always" : "never";
+      // A phase no tap reaches adds nothing to a gradient accumulated so far.
+      if (accumulation === "always" && pass.taps.flat().length === 0) continue;
       // Wide grids take 16x4 tiles: a weight load (a uniform gather on llvmpipe) serves every pixel
       // of the tile and an input load every channel, and loads, not FMAs, set this kernel's speed.
       // Measured against 8x2 tiles (forward, 16 channels per invocation): 64->64 @32x32
@@ -425,6 +428,7 @@ function runDirect(
         vec4Store: outW % 4 === 0 && pass.qW === outW && pass.stepX === 1 && pass.offX === 0,
         xTexture,
         bias: bias !== undefined,
+        accumulate: accumulation,
         moments: withMoments,
       });
       const tilesX = Math.ceil(pass.qW / pxTile), tilesY = Math.ceil(pass.qH / pyTile);

@@ -172,9 +172,11 @@ gpuTest("conv2d: gradient of one input only (the others skip their kernels)", as
 gpuTest(
   "conv2d: an input's gradient from several branches is added in place (no add pass on cpu)",
   async () => {
-    // x feeds three convs (3x3 at stride 1 and 2, the strided one in phased passes; 1x1 at
-    // stride 2, whose phases without taps skip their stores when adding) and a skip term:
-    // f(x) = sum(conv_a(x) * ra) + sum(conv_b(x) * rb) + sum(conv_c(x) * rc) + sum(x * rs).
+    // x feeds four convs (3x3 at stride 1 and 2, the strided one in phased passes; 1x1 at
+    // stride 2, whose phases without taps skip their stores when adding; 1x1 at stride 3, one
+    // pass per phase, whose passes without taps are skipped when adding) and a skip term:
+    // f(x) = sum(conv_a(x) * ra) + sum(conv_b(x) * rb) + sum(conv_c(x) * rc) + sum(conv_d(x) * rd)
+    //   + sum(x * rs).
     // Walking back, the skip's gradient comes first and each conv's data gradient is added into
     // it in place. A residual
     // x + conv(x) shares one gradient buffer between both inputs: that one must not be written
@@ -182,15 +184,17 @@ gpuTest(
     const a = cfg({ batch: 2, inC: 4, outC: 6, h: 9, w: 12, kh: 3, kw: 3, padding: [1, 1] });
     const b = cfg({ batch: 2, inC: 4, outC: 5, h: 9, w: 12, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2] });
     const c1 = cfg({ batch: 2, inC: 4, outC: 3, h: 9, w: 12, kh: 1, kw: 1, stride: [2, 2] });
+    const d = cfg({ batch: 2, inC: 4, outC: 2, h: 9, w: 12, kh: 1, kw: 1, stride: [3, 3] });
     const rng = new Rng(21);
     const x = rng.array([a.batch, a.inC, a.h, a.w]);
     const wa = rng.array([a.outC, a.inC, 3, 3]), wb = rng.array([b.outC, b.inC, 3, 3]);
-    const wc = rng.array([c1.outC, c1.inC, 1, 1]);
+    const wc = rng.array([c1.outC, c1.inC, 1, 1]), wd = rng.array([d.outC, d.inC, 1, 1]);
     const ra = rng.array([a.batch, a.outC, ...outSize(a)]), rb = rng.array([b.batch, b.outC, ...outSize(b)]);
-    const rc = rng.array([c1.batch, c1.outC, ...outSize(c1)]);
+    const rc = rng.array([c1.batch, c1.outC, ...outSize(c1)]),
+      rd = rng.array([d.batch, d.outC, ...outSize(d)]);
     const rs = rng.array(x.shape);
     const want = Float64Array.from(rs.data);
-    for (const [c, w, r] of [[a, wa, ra], [b, wb, rb], [c1, wc, rc]] as const) {
+    for (const [c, w, r] of [[a, wa, ra], [b, wb, rb], [c1, wc, rc], [d, wd, rd]] as const) {
       convRefGrad(c, r, x, w)[0].data.forEach((v, i) => (want[i] += v));
     }
     const square = cfg({ batch: 2, inC: 4, outC: 4, h: 9, w: 12, kh: 3, kw: 3, padding: [1, 1] });
@@ -198,7 +202,8 @@ gpuTest(
     const wantResidual = Float64Array.from(rs.data);
     convRefGrad(square, rs, x, wr)[0].data.forEach((v, i) => (wantResidual[i] += v));
     const t = (v: Nd) => fromArray(Float32Array.from(v.data), v.shape);
-    const [xt, wat, wbt, wct, wrt, rat, rbt, rct, rst] = [x, wa, wb, wc, wr, ra, rb, rc, rs].map(t);
+    const [xt, wat, wbt, wct, wdt, wrt, rat, rbt, rct, rdt, rst] = [x, wa, wb, wc, wd, wr, ra, rb, rc, rd, rs]
+      .map(t);
     const gpu = currentGpu();
     for (const variant of ["cpu", "gpu"] as const) {
       const labels: string[] = [];
@@ -211,23 +216,28 @@ gpuTest(
         const ya = conv2d(input, wat, undefined, options(a, variant));
         const yb = conv2d(input, wbt, undefined, options(b, variant));
         const yc = conv2d(input, wct, undefined, options(c1, variant));
-        return add(add(add(sum(mul(ya, rat)), sum(mul(yb, rbt))), sum(mul(yc, rct))), sum(mul(input, rst)));
+        const yd = conv2d(input, wdt, undefined, options(d, variant));
+        const convs = add(
+          add(add(sum(mul(ya, rat)), sum(mul(yb, rbt))), sum(mul(yc, rct))),
+          sum(mul(yd, rdt)),
+        );
+        return add(convs, sum(mul(input, rst)));
       }, [xt]);
       const residual = grad(
         (input) => sum(mul(add(input, conv2d(input, wrt, undefined, options(square, variant))), rst)),
         [xt],
       );
       gpu.dispatch = dispatch;
-      assertClose(await branches.grads[0].toArray(), want, `${variant} three convs and a skip`, {
+      assertClose(await branches.grads[0].toArray(), want, `${variant} four convs and a skip`, {
         atol: 1e-4,
       });
       assertClose(await residual.grads[0].toArray(), wantResidual, `${variant} x + conv(x)`, { atol: 1e-4 });
-      // Forward: 3 + 1 adds; backward: the residual's shared gradient is added (1), and on gpu
-      // the three conv branches too (3).
-      assert.equal(labels.filter((l) => l === "add").length, variant === "cpu" ? 5 : 8, variant);
+      // Forward: 4 + 1 adds; backward: the residual's shared gradient is added (1), and on gpu
+      // the four conv branches too (4).
+      assert.equal(labels.filter((l) => l === "add").length, variant === "cpu" ? 6 : 10, variant);
       [branches.value, residual.value, ...branches.grads, ...residual.grads].forEach((v) => v.dispose());
     }
-    [xt, wat, wbt, wct, wrt, rat, rbt, rct, rst].forEach((v) => v.dispose());
+    [xt, wat, wbt, wct, wdt, wrt, rat, rbt, rct, rdt, rst].forEach((v) => v.dispose());
   },
 );
 
