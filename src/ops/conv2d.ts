@@ -386,11 +386,17 @@ function runDirect(
   const [, outC, outH, outW] = out.shape;
   const coTile = directCoTile(outC);
   const WG = CONV_TUNING.directWorkgroup;
-  return withOperandTextures(true, [input], [inW % 4 === 0], ([x], xTexture) => {
+  // Whole output rows in vec4s: the grid starts at column 0 with step 1 and the width divides by 4.
+  const vec4Store = (pass: DirectPass) =>
+    outW % 4 === 0 && pass.qW === outW && pass.stepX === 1 && pass.offX === 0;
+  const accumulation = packed.aChunks > 1 ? "param" : accumulate ? "always" : "never";
+  // A gradient accumulated so far is read through an operand texture, not from out itself.
+  const addendTexture = accumulation === "always" && passes.every(vec4Store);
+  const operands = addendTexture ? [input, out] : [input];
+  return withOperandTextures(true, operands, [inW % 4 === 0, true], ([x, addend], xTexture) => {
     let moments: ChannelMoments | undefined;
     for (const pass of passes) {
       if (pass.qH === 0 || pass.qW === 0) continue;
-      const accumulation = packed.aChunks > 1 ? "param" : accumulate ? "always" : "never";
       // A phase no tap reaches adds nothing to a gradient accumulated so far.
       if (accumulation === "always" && pass.taps.flat().length === 0) continue;
       // Wide grids take 16x4 tiles: a weight load (a uniform gather on llvmpipe) serves every pixel
@@ -425,10 +431,11 @@ function runDirect(
         taps: pass.taps,
         tapCount,
         vec4: inW % 4 === 0,
-        vec4Store: outW % 4 === 0 && pass.qW === outW && pass.stepX === 1 && pass.offX === 0,
+        vec4Store: vec4Store(pass),
         xTexture,
         bias: bias !== undefined,
         accumulate: accumulation,
+        addendTexture: addendTexture && xTexture,
         moments: withMoments,
       });
       const tilesX = Math.ceil(pass.qW / pxTile), tilesY = Math.ceil(pass.qH / pyTile);
@@ -462,6 +469,7 @@ function runDirect(
             p,
             ...(bias ? [bias] : []),
             ...(moments ? [moments.partials] : []),
+            ...(addendTexture && xTexture ? [addend] : []),
           ];
           launch(op, source, bindings, [groupsX, groupsY, Math.ceil(coCount / coTile)]);
         }
