@@ -324,7 +324,7 @@ function generateDirectConvShader(s: DirectConvSpec): string {
       if (s.moments) {
         // Written by the last input-channel chunk, whose stores are final: every dispatch of a
         // conv in one chunk.
-        emit(`  if (${s.accumulate === "param" ? "p.write_moments != 0u" : "true"}) {`);
+        emit(s.accumulate === "param" ? "  if (p.write_moments != 0u) {" : "  {");
         emit(`    let s1 = ${momentSum("m_s1")};`);
         emit(`    let s2 = ${momentSum("m_s2")};`);
         emit(
