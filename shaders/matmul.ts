@@ -23,6 +23,7 @@
  *   and guarded on store.
  * - `m4` / `n4` / `k4` ("cpu"): an operand whose contiguous axis is a multiple of 4 is bound
  *   as array<vec4<f32>>, and the k loop steps by 4 when K is.
+ * - `largeBlock` ("cpu"): the 32x32 register block of big products (CPU_BLOCK).
  * - `bias`: adds bias[n] in the store (linear layers), no extra pass.
  *
  * A batch of matrices is the z dimension of the grid; matrix b starts at b * stride.
@@ -52,28 +53,29 @@ export interface MatmulSpec {
    * gathers on lavapipe, storage loads loops over the SIMD lanes.
    */
   textures?: boolean;
+  /** "cpu" only: compute CPU_BLOCK.large per invocation instead of CPU_BLOCK.standard. */
+  largeBlock?: boolean;
 }
 
 /**
- * Register block of one "cpu" invocation: rows x cols outputs (rows and cols multiples of 4),
- * by where the operands are read from.
- * - storage: measured on lavapipe (Xeon, 2 cores), GFLOP/s at 1024: 8x8 16.5-16.7, 16x16
- *   26.3-27.3, 32x16 26.3 (A·B; Aᵀ·B and A·Bᵀ alike); 256x512x512 1.3-1.4x faster with 16x16;
- *   small products (64x64x10, 100x784x128, 64x4096x64) unchanged. Spilled accumulators cost
- *   less than the loads a bigger block saves (each k step: 16 + 16 loads for 256 FMAs, against
- *   8 + 8 for 64).
- * - texture (operand textures, cheaper loads): measured on lavapipe (AMD EPYC Zen 3, 2 cores),
- *   A·B at 1024, processes alternated: 16x16 16.6-16.8, 8x16 19.1-19.4, 16x8 19.2, 16x32
- *   19.1-19.5, 8x8 17.1: the smaller 8x16 block (fewer spills) as fast as any.
+ * Register block of one "cpu" invocation: rows x cols outputs (rows and cols multiples of 4).
+ * Measured on lavapipe (AMD EPYC Zen 3 VM, 2 cores, operand textures), A·B at 1024 in GFLOP/s,
+ * variants alternated in one process: 8x16 (the previous choice) 14-19, 16x16 25-28, 32x32
+ * 29-33, 32x64 31-33; 512: 17-18.5 / 24-26 / 27-30; Aᵀ·B 17 / 21 / 19.6; A·Bᵀ 16 / 23-24 / 28-30.
+ * Bigger blocks load fewer operands per multiply-add (each k step: rows + cols loads for
+ * rows·cols of them), and now that every accumulator's k chain is written in one piece (see
+ * cpuShader) their spills cost less than those loads. The large block takes ~5 s to compile
+ * (16x16: 0.7 s; 32x64: 20 s) and leaves fewer invocations, so only big products use it
+ * (`matmulTunables.largeBlockMinSide`, src/ops/matmul.ts); Aᵀ·B does not gain from it.
  */
 export const CPU_BLOCK = {
-  storage: { rows: 16, cols: 16 },
-  texture: { rows: 8, cols: 16 },
+  standard: { rows: 16, cols: 16 },
+  large: { rows: 32, cols: 32 },
 };
 
 /** The "cpu" register block for a spec. */
-function cpuBlock(spec: Pick<MatmulSpec, "textures">): { rows: number; cols: number } {
-  return spec.textures ? CPU_BLOCK.texture : CPU_BLOCK.storage;
+function cpuBlock(spec: Pick<MatmulSpec, "largeBlock">): { rows: number; cols: number } {
+  return spec.largeBlock ? CPU_BLOCK.large : CPU_BLOCK.standard;
 }
 /** Invocations per workgroup (x: columns, y: rows) of the "cpu" variant. */
 export const CPU_WORKGROUP = { x: 8, y: 8 } as const;
@@ -93,8 +95,8 @@ export function vectorised(spec: MatmulSpec): { a: boolean; b: boolean; c: boole
 export const GPU_TILE = { rows: 64, cols: 64, depth: 16, threads: 16 } as const;
 
 /** Rows x columns of C computed by one workgroup. */
-export function matmulTile(variant: MatmulVariant, textures = false): { rows: number; cols: number } {
-  const block = cpuBlock({ textures });
+export function matmulTile(variant: MatmulVariant, largeBlock = false): { rows: number; cols: number } {
+  const block = cpuBlock({ largeBlock });
   return variant === "cpu"
     ? { rows: block.rows * CPU_WORKGROUP.y, cols: block.cols * CPU_WORKGROUP.x }
     : { rows: GPU_TILE.rows, cols: GPU_TILE.cols };
@@ -191,12 +193,15 @@ function cpuShader(spec: MatmulSpec): string {
     for (const j of range(TN)) emit(`let b${j} = ${B(`b_row${j} + k`)};`);
     b = (_, g) => quad((c) => `b${4 * g + c}`);
   }
-  // Outer products: acc[i][g] (a vec4 of 4 columns) += a(i, kk) * b(kk, g).
-  for (const kk of range(KS)) {
-    for (const g of range(G)) {
-      for (const i of range(TM)) {
-        emit(`acc${i}_${g} = fma(vec4<f32>(${a(i, kk)}), ${b(kk, g)}, acc${i}_${g});`);
-      }
+  // Outer products: acc[i][g] (a vec4 of 4 columns) += a(i, kk) * b(kk, g), each accumulator's
+  // KS steps in one statement group: the accumulator is loaded into a register once, takes its
+  // KS multiply-adds and is stored back. Emitted step by step instead (kk outermost), every
+  // multiply-add reloaded and re-stored its spilled accumulator: 16x16 blocks ran ~1.5x slower
+  // (16.6 against 25-27 GFLOP/s at 1024), 8x16 ~1.2x.
+  for (const g of range(G)) {
+    for (const i of range(TM)) {
+      const chain = range(KS).map((kk) => `c = fma(vec4<f32>(${a(i, kk)}), ${b(kk, g)}, c);`);
+      emit(`{ var c = acc${i}_${g}; ${chain.join(" ")} acc${i}_${g} = c; }`);
     }
   }
   const body = lines.join("\n    ");

@@ -46,6 +46,12 @@ export const matmulTunables = {
    * `currentGpu().adapterClass`.
    */
   variant: null as MatmulVariant | null,
+  /**
+   * "cpu" variant: products with M and N both at least this (and A not transposed) compute
+   * CPU_BLOCK.large per invocation (shaders/matmul.ts): 1.15-1.25x at 512 and 1024 on lavapipe,
+   * for a ~5 s compile per shader that small products would not pay back.
+   */
+  largeBlockMinSide: 512,
 };
 
 function chooseVariant(variant?: MatmulVariant): MatmulVariant {
@@ -135,16 +141,18 @@ function runMatmul(
     n4: variant === "cpu" && aligned(N),
     k4: variant === "cpu" && aligned(K),
     bias: bias !== null,
+    largeBlock: variant === "cpu" && !prob.transposeA &&
+      Math.min(M, N) >= matmulTunables.largeBlockMinSide,
   };
   const vec = vectorised(spec);
   const unit = (v: boolean) => (v ? 4 : 1);
   const p = params().u32(M, N, K, 0, (M * K) / unit(vec.a), (K * N) / unit(vec.b), (M * N) / unit(vec.c), 0);
   // The "cpu" kernel reads A and B through operand textures where it can.
+  const tile = matmulTile(variant, spec.largeBlock);
+  spec.exact = M % tile.rows === 0 && N % tile.cols === 0 &&
+    (variant === "cpu" || K % GPU_TILE.depth === 0);
   withOperandTextures(variant === "cpu", [a, b], [vec.a, vec.b], ([ta, tb], textures) => {
     spec.textures = textures;
-    const tile = matmulTile(variant, textures);
-    spec.exact = M % tile.rows === 0 && N % tile.cols === 0 &&
-      (variant === "cpu" || K % GPU_TILE.depth === 0);
     const bindings = bias ? [ta, tb, bias, c, p] : [ta, tb, c, p];
     launch(op, matmulShader(spec), bindings, [Math.ceil(N / tile.cols), Math.ceil(M / tile.rows), batch]);
   });

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { currentGpu } from "../../src/device/runtime.ts";
 import { fromArray } from "../../src/ops/creation.ts";
 import { batchMatmul, linear, matmul, matmulTunables, type MatmulVariant } from "../../src/ops/matmul.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
@@ -136,6 +137,47 @@ for (const variant of VARIANTS) {
     [a, b, w, bias, c, y].forEach((t) => t.dispose());
   });
 }
+
+gpuTest(
+  "matmul (cpu): big products take the large register block; ragged, aligned and exact tiles",
+  async () => {
+    const rng = new Rng(15);
+    const gpu = currentGpu();
+    const dispatch = gpu.dispatch;
+    const sources: string[] = [];
+    gpu.dispatch = function (op, source, ...rest) {
+      sources.push(source);
+      return dispatch.call(this, op, source, ...rest);
+    };
+    // Every product with A not transposed counts as big: their forwards and the dA = dC·op(B)ᵀ
+    // gradients take CPU_BLOCK.large (32x32 per invocation, 256x256 per workgroup).
+    const minSide = matmulTunables.largeBlockMinSide;
+    matmulTunables.largeBlockMinSide = 1;
+    try {
+      const cases: [number, number, number, boolean, boolean][] = [
+        [37, 29, 13, false, false], // scalar operands, clamped loads, guarded stores
+        [40, 36, 8, false, true], // vec4 operands, A·Bᵀ
+        [256, 256, 4, false, false], // one exact workgroup tile: no clamps, no guards
+      ];
+      for (const [M, N, K, tA, tB] of cases) {
+        const p = new Product(1, M, N, K, tA, tB);
+        await checkOp({
+          name: `matmul cpu, large block, ${label(tA, tB)} M=${M} N=${N} K=${K}`,
+          inputs: [rng.array([M, K]), rng.array(tB ? [N, K] : [K, N])],
+          gpu: (a, b) => matmul(a, b, { transposeA: tA, transposeB: tB, variant: "cpu" }),
+          ref: (a, b) => p.forward(a, b, [M, N]),
+          refGrad: (dy, a, b) => p.backward(dy, a, b),
+          fdSamples: 4,
+        });
+      }
+    } finally {
+      matmulTunables.largeBlockMinSide = minSide;
+      gpu.dispatch = dispatch;
+    }
+    const large = sources.filter((s) => s.includes("computes rows row0..row0+31, columns col0..col0+31"));
+    assert.ok(large.length >= 3, `the large block ran ${large.length} times`);
+  },
+);
 
 gpuTest("matmul: without a variant option, follows matmulTunables.variant, else the adapter", async () => {
   const rng = new Rng(14);
