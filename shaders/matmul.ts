@@ -55,6 +55,8 @@ export interface MatmulSpec {
   textures?: boolean;
   /** "cpu" only: compute CPU_BLOCK.large per invocation instead of CPU_BLOCK.standard. */
   largeBlock?: boolean;
+  /** "cpu" only: invocations per workgroup along the rows (1 to CPU_WORKGROUP.y; default the latter). */
+  workgroupRows?: number;
 }
 
 /**
@@ -77,7 +79,11 @@ export const CPU_BLOCK = {
 function cpuBlock(spec: Pick<MatmulSpec, "largeBlock">): { rows: number; cols: number } {
   return spec.largeBlock ? CPU_BLOCK.large : CPU_BLOCK.standard;
 }
-/** Invocations per workgroup (x: columns, y: rows) of the "cpu" variant. */
+/**
+ * Invocations per workgroup (x: columns, y: rows) of the "cpu" variant; products too small to
+ * give every CPU worker a workgroup take fewer rows (`workgroupRows`, chosen in src/ops/matmul.ts).
+ * x stays 8, one SIMD group: narrower workgroups halved the speed (measured).
+ */
 export const CPU_WORKGROUP = { x: 8, y: 8 } as const;
 
 /** Which operands are bound as array<vec4<f32>>: those whose contiguous axis is 4-aligned. */
@@ -95,11 +101,17 @@ export function vectorised(spec: MatmulSpec): { a: boolean; b: boolean; c: boole
 export const GPU_TILE = { rows: 64, cols: 64, depth: 16, threads: 16 } as const;
 
 /** Rows x columns of C computed by one workgroup. */
-export function matmulTile(variant: MatmulVariant, largeBlock = false): { rows: number; cols: number } {
-  const block = cpuBlock({ largeBlock });
-  return variant === "cpu"
-    ? { rows: block.rows * CPU_WORKGROUP.y, cols: block.cols * CPU_WORKGROUP.x }
+export function matmulTile(
+  spec: Pick<MatmulSpec, "variant" | "largeBlock" | "workgroupRows">,
+): { rows: number; cols: number } {
+  const block = cpuBlock(spec);
+  return spec.variant === "cpu"
+    ? { rows: block.rows * cpuWorkgroupRows(spec), cols: block.cols * CPU_WORKGROUP.x }
     : { rows: GPU_TILE.rows, cols: GPU_TILE.cols };
+}
+
+function cpuWorkgroupRows(spec: Pick<MatmulSpec, "workgroupRows">): number {
+  return spec.workgroupRows ?? CPU_WORKGROUP.y;
 }
 
 /**
@@ -267,7 +279,7 @@ ${PARAMS}
 ${bindings(spec)}
 
 // Invocation (x, y, z) computes rows row0..row0+${TM - 1}, columns col0..col0+${TN - 1} of C[z].
-@compute @workgroup_size(${CPU_WORKGROUP.x}, ${CPU_WORKGROUP.y}, 1)
+@compute @workgroup_size(${CPU_WORKGROUP.x}, ${cpuWorkgroupRows(spec)}, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.y * ${TM}u;
   let col0 = gid.x * ${TN}u;

@@ -139,6 +139,21 @@ export class Gpu {
     }
   }
 
+  /**
+   * Worker threads of a CPU adapter: lavapipe runs each workgroup on one of them, so a grid of
+   * fewer workgroups leaves some idle. `LP_NUM_THREADS` when readable, else what createGpu asked
+   * for (`cpuDriverThreadsPerCpu`; 1 is Mesa's default, one per logical CPU).
+   */
+  get cpuWorkers(): number {
+    try {
+      const set = Number(Deno.env.get("LP_NUM_THREADS"));
+      if (set > 0) return Math.min(32, set);
+    } catch {
+      // No --allow-env (or no Deno): fall back to the tunable.
+    }
+    return cpuDriverThreads(this.tunables.cpuDriverThreadsPerCpu);
+  }
+
   /** Records one compute dispatch. Bindings are numbered 0.. in the order given. */
   dispatch(
     op: string,
@@ -285,6 +300,11 @@ function quietMesaOnHeadlessLinux(): void {
   }
 }
 
+/** Mesa's CPU-driver workers for `threadsPerCpu` per logical CPU (Mesa caps them at 32). */
+export function cpuDriverThreads(threadsPerCpu: number): number {
+  return Math.min(32, Math.max(1, Math.round(threadsPerCpu * navigator.hardwareConcurrency)));
+}
+
 /**
  * Asks Mesa's CPU drivers for `threadsPerCpu` workers per logical CPU (see the tunable
  * `cpuDriverThreadsPerCpu`). Mesa reads `LP_NUM_THREADS` when the driver starts, so this runs
@@ -293,8 +313,7 @@ function quietMesaOnHeadlessLinux(): void {
 export function spreadCpuDriverWork(threadsPerCpu: number): void {
   try {
     if (threadsPerCpu === 1 || Deno.env.get("LP_NUM_THREADS")) return;
-    const threads = Math.min(32, Math.max(1, Math.round(threadsPerCpu * navigator.hardwareConcurrency)));
-    Deno.env.set("LP_NUM_THREADS", String(threads));
+    Deno.env.set("LP_NUM_THREADS", String(cpuDriverThreads(threadsPerCpu)));
   } catch {
     // No --allow-env: the driver keeps its default.
   }

@@ -11,6 +11,7 @@
  * the bias added in the kernel's store. Its gradients: dx = dy·W, dW = dyᵀ·x, db = Σ_rows dy.
  */
 import {
+  CPU_WORKGROUP,
   GPU_TILE,
   matmulShader,
   type MatmulSpec,
@@ -52,7 +53,31 @@ export const matmulTunables = {
    * for a ~5 s compile per shader that small products would not pay back.
    */
   largeBlockMinSide: 512,
+  /**
+   * "cpu" variant: force the invocations per workgroup along the rows (1 to CPU_WORKGROUP.y), or
+   * null to choose by the product's size (see cpuWorkgroupRows).
+   */
+  workgroupRows: null as number | null,
 };
+
+/**
+ * Rows of a "cpu" workgroup: the most (up to CPU_WORKGROUP.y) that still give every CPU worker
+ * a workgroup, since lavapipe runs a workgroup on one thread. Measured on a 2-core VM (4
+ * workers), 8 rows against 1: 128x128x784 2.28-2.34 -> 1.51-1.83 ms, 128x10x784 3.43-5.26 ->
+ * 2.69-2.78; but 1024³ 73-82 -> 96 ms and batch 8 of 196x196x288 10.2-10.9 -> 13.6-15.6, so
+ * products with enough workgroups keep 8. This rule against 8 rows always (trees alternated):
+ * 128x128x784 2.30 / 2.83 -> 1.72 / 1.62 ms, 128x10x784 3.84 / 4.18 -> 2.03 / 3.06, 64x10x64
+ * 0.56 / 0.60 -> 0.44 / 0.38.
+ */
+function cpuWorkgroupRows(prob: Problem, block: Pick<MatmulSpec, "variant" | "largeBlock">): number {
+  if (matmulTunables.workgroupRows !== null) return matmulTunables.workgroupRows;
+  const workers = currentGpu().cpuWorkers;
+  for (let rows = CPU_WORKGROUP.y; rows > 1; rows /= 2) {
+    const tile = matmulTile({ ...block, workgroupRows: rows });
+    if (prob.batch * Math.ceil(prob.M / tile.rows) * Math.ceil(prob.N / tile.cols) >= workers) return rows;
+  }
+  return 1;
+}
 
 function chooseVariant(variant?: MatmulVariant): MatmulVariant {
   return variant ?? matmulTunables.variant ?? currentGpu().adapterClass;
@@ -147,10 +172,11 @@ function runMatmul(
   const vec = vectorised(spec);
   const unit = (v: boolean) => (v ? 4 : 1);
   const p = params().u32(M, N, K, 0, (M * K) / unit(vec.a), (K * N) / unit(vec.b), (M * N) / unit(vec.c), 0);
-  // The "cpu" kernel reads A and B through operand textures where it can.
-  const tile = matmulTile(variant, spec.largeBlock);
+  if (variant === "cpu") spec.workgroupRows = cpuWorkgroupRows(prob, spec);
+  const tile = matmulTile(spec);
   spec.exact = M % tile.rows === 0 && N % tile.cols === 0 &&
     (variant === "cpu" || K % GPU_TILE.depth === 0);
+  // The "cpu" kernel reads A and B through operand textures where it can.
   withOperandTextures(variant === "cpu", [a, b], [vec.a, vec.b], ([ta, tb], textures) => {
     spec.textures = textures;
     const bindings = bias ? [ta, tb, bias, c, p] : [ta, tb, c, p];

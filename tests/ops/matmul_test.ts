@@ -179,6 +179,35 @@ gpuTest(
   },
 );
 
+gpuTest("matmul (cpu): workgroups of 1, 2, 4 and 8 rows (small products take fewer rows)", async () => {
+  const rng = new Rng(16);
+  const forced = matmulTunables.workgroupRows;
+  try {
+    for (const rows of [1, 2, 4, 8]) {
+      matmulTunables.workgroupRows = rows;
+      // Ragged (clamped loads, guarded stores), vec4 Aᵀ·B, and an exact tile of 16 x rows blocks.
+      const cases: [number, number, number, boolean, boolean][] = [
+        [37, 29, 13, false, false],
+        [40, 36, 8, true, false],
+        [16 * rows, 128, 4, false, true],
+      ];
+      for (const [M, N, K, tA, tB] of cases) {
+        const p = new Product(1, M, N, K, tA, tB);
+        await checkOp({
+          name: `matmul cpu, ${rows}-row workgroups, ${label(tA, tB)} M=${M} N=${N} K=${K}`,
+          inputs: [rng.array(tA ? [K, M] : [M, K]), rng.array(tB ? [N, K] : [K, N])],
+          gpu: (a, b) => matmul(a, b, { transposeA: tA, transposeB: tB, variant: "cpu" }),
+          ref: (a, b) => p.forward(a, b, [M, N]),
+          refGrad: (dy, a, b) => p.backward(dy, a, b),
+          fdSamples: 4,
+        });
+      }
+    }
+  } finally {
+    matmulTunables.workgroupRows = forced;
+  }
+});
+
 gpuTest("matmul: without a variant option, follows matmulTunables.variant, else the adapter", async () => {
   const rng = new Rng(14);
   const p = new Product(1, 9, 6, 7, false, false);
