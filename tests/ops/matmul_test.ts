@@ -138,6 +138,24 @@ for (const variant of VARIANTS) {
   });
 }
 
+/** [M, N, K, transposeA, transposeB] of one product. */
+type CpuCase = [number, number, number, boolean, boolean];
+
+/** The standard op check (forward and both gradients) on "cpu" matmuls, one per case. */
+async function checkCpuProducts(rng: Rng, what: string, cases: CpuCase[]): Promise<void> {
+  for (const [M, N, K, tA, tB] of cases) {
+    const p = new Product(1, M, N, K, tA, tB);
+    await checkOp({
+      name: `matmul cpu, ${what}, ${label(tA, tB)} M=${M} N=${N} K=${K}`,
+      inputs: [rng.array(tA ? [K, M] : [M, K]), rng.array(tB ? [N, K] : [K, N])],
+      gpu: (a, b) => matmul(a, b, { transposeA: tA, transposeB: tB, variant: "cpu" }),
+      ref: (a, b) => p.forward(a, b, [M, N]),
+      refGrad: (dy, a, b) => p.backward(dy, a, b),
+      fdSamples: 4,
+    });
+  }
+}
+
 gpuTest(
   "matmul (cpu): big products take the large register block; ragged, aligned and exact tiles",
   async () => {
@@ -154,22 +172,12 @@ gpuTest(
     const minSide = matmulTunables.largeBlockMinSide;
     matmulTunables.largeBlockMinSide = 1;
     try {
-      const cases: [number, number, number, boolean, boolean][] = [
+      const cases: CpuCase[] = [
         [37, 29, 13, false, false], // scalar operands, clamped loads, guarded stores
         [40, 36, 8, false, true], // vec4 operands, A·Bᵀ
         [256, 256, 4, false, false], // one exact workgroup tile: no clamps, no guards
       ];
-      for (const [M, N, K, tA, tB] of cases) {
-        const p = new Product(1, M, N, K, tA, tB);
-        await checkOp({
-          name: `matmul cpu, large block, ${label(tA, tB)} M=${M} N=${N} K=${K}`,
-          inputs: [rng.array([M, K]), rng.array(tB ? [N, K] : [K, N])],
-          gpu: (a, b) => matmul(a, b, { transposeA: tA, transposeB: tB, variant: "cpu" }),
-          ref: (a, b) => p.forward(a, b, [M, N]),
-          refGrad: (dy, a, b) => p.backward(dy, a, b),
-          fdSamples: 4,
-        });
-      }
+      await checkCpuProducts(rng, "large block", cases);
     } finally {
       matmulTunables.largeBlockMinSide = minSide;
       gpu.dispatch = dispatch;
@@ -186,22 +194,12 @@ gpuTest("matmul (cpu): workgroups of 1, 2, 4 and 8 rows (small products take few
     for (const rows of [1, 2, 4, 8]) {
       matmulTunables.workgroupRows = rows;
       // Ragged (clamped loads, guarded stores), vec4 Aᵀ·B, and an exact tile of 16 x rows blocks.
-      const cases: [number, number, number, boolean, boolean][] = [
+      const cases: CpuCase[] = [
         [37, 29, 13, false, false],
         [40, 36, 8, true, false],
         [16 * rows, 128, 4, false, true],
       ];
-      for (const [M, N, K, tA, tB] of cases) {
-        const p = new Product(1, M, N, K, tA, tB);
-        await checkOp({
-          name: `matmul cpu, ${rows}-row workgroups, ${label(tA, tB)} M=${M} N=${N} K=${K}`,
-          inputs: [rng.array(tA ? [K, M] : [M, K]), rng.array(tB ? [N, K] : [K, N])],
-          gpu: (a, b) => matmul(a, b, { transposeA: tA, transposeB: tB, variant: "cpu" }),
-          ref: (a, b) => p.forward(a, b, [M, N]),
-          refGrad: (dy, a, b) => p.backward(dy, a, b),
-          fdSamples: 4,
-        });
-      }
+      await checkCpuProducts(rng, `${rows}-row workgroups`, cases);
     }
   } finally {
     matmulTunables.workgroupRows = forced;
