@@ -70,7 +70,15 @@ export const matmulTunables = {
  * 0.56 / 0.60 -> 0.44 / 0.38.
  */
 function cpuWorkgroupRows(prob: Problem, block: Pick<MatmulSpec, "variant" | "largeBlock">): number {
-  if (matmulTunables.workgroupRows !== null) return matmulTunables.workgroupRows;
+  const forced = matmulTunables.workgroupRows;
+  if (forced !== null) {
+    if (!Number.isInteger(forced) || forced < 1 || forced > CPU_WORKGROUP.y) {
+      throw new RangeError(
+        `matmul: matmulTunables.workgroupRows must be an integer from 1 to ${CPU_WORKGROUP.y} (or null), got ${forced}`,
+      );
+    }
+    return forced;
+  }
   const workers = currentGpu().cpuWorkers;
   for (let rows = CPU_WORKGROUP.y; rows > 1; rows /= 2) {
     const tile = matmulTile({ ...block, workgroupRows: rows });
@@ -152,8 +160,6 @@ function runMatmul(
   if (K > CPU_ADAPTER_MAX_K && currentGpu().adapterClass === "cpu") {
     return runSplitK(op, a, b, bias, prob, outShape);
   }
-  const c = output(op, outShape);
-  if (c.size === 0) return c;
   // With K = 0 some operands are empty buffers, which cannot be bound as vec4 arrays; the
   // scalar kernel just writes the bias (or zeros).
   const aligned = (d: number) => K > 0 && d % 4 === 0;
@@ -171,11 +177,13 @@ function runMatmul(
   };
   const vec = vectorised(spec);
   const unit = (v: boolean) => (v ? 4 : 1);
-  const p = params().u32(M, N, K, 0, (M * K) / unit(vec.a), (K * N) / unit(vec.b), (M * N) / unit(vec.c), 0);
   if (variant === "cpu") spec.workgroupRows = cpuWorkgroupRows(prob, spec);
   const tile = matmulTile(spec);
   spec.exact = M % tile.rows === 0 && N % tile.cols === 0 &&
     (variant === "cpu" || K % GPU_TILE.depth === 0);
+  const c = output(op, outShape);
+  if (c.size === 0) return c;
+  const p = params().u32(M, N, K, 0, (M * K) / unit(vec.a), (K * N) / unit(vec.b), (M * N) / unit(vec.c), 0);
   // The "cpu" kernel reads A and B through operand textures where it can.
   withOperandTextures(variant === "cpu", [a, b], [vec.a, vec.b], ([ta, tb], textures) => {
     spec.textures = textures;

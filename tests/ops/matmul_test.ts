@@ -201,6 +201,13 @@ gpuTest("matmul (cpu): workgroups of 1, 2, 4 and 8 rows (small products take few
       ];
       await checkCpuProducts(rng, `${rows}-row workgroups`, cases);
     }
+    matmulTunables.workgroupRows = 9;
+    const [a, b] = [fromArray([1, 2], [1, 2]), fromArray([3, 4], [2, 1])];
+    assert.throws(
+      () => matmul(a, b, { variant: "cpu" }),
+      /matmul: matmulTunables.workgroupRows must be .* 1 to 8 .*got 9/,
+    );
+    [a, b].forEach((t) => t.dispose());
   } finally {
     matmulTunables.workgroupRows = forced;
   }
