@@ -168,14 +168,14 @@ gpuTest(
       return dispatch.call(this, op, source, ...rest);
     };
     // Every product with A not transposed counts as big: their forwards and the dA = dC·op(B)ᵀ
-    // gradients take CPU_BLOCK.large (32x32 per invocation, 256x256 per workgroup).
+    // gradients take CPU_BLOCK.large (32x32 outputs per invocation).
     const minSide = matmulTunables.largeBlockMinSide;
     matmulTunables.largeBlockMinSide = 1;
     try {
       const cases: CpuCase[] = [
         [37, 29, 13, false, false], // scalar operands, clamped loads, guarded stores
         [40, 36, 8, false, true], // vec4 operands, A·Bᵀ
-        [256, 256, 4, false, false], // one exact workgroup tile: no clamps, no guards
+        [256, 256, 4, false, false], // whole workgroup tiles (256 columns): no clamps, no guards
       ];
       await checkCpuProducts(rng, "large block", cases);
     } finally {
