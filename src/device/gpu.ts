@@ -63,6 +63,11 @@ export class Gpu {
   readonly tunables: Tunables;
   readonly adapterName: string;
   readonly adapterClass: AdapterClass;
+  /**
+   * Worker threads of a CPU adapter: lavapipe runs each workgroup on one of them, so a grid of
+   * fewer workgroups leaves some idle. Read once: Mesa reads `LP_NUM_THREADS` when it starts.
+   */
+  readonly cpuWorkers: number;
   poisonOutputs: boolean;
   #pendingError: Error | null = null;
   #lost: Error | null = null;
@@ -79,6 +84,7 @@ export class Gpu {
     this.adapterName = adapterInfo.description || adapterInfo.device || adapterInfo.vendor ||
       "unknown adapter";
     this.adapterClass = isFallbackAdapter ? "cpu" : "gpu";
+    this.cpuWorkers = cpuDriverWorkers(this.tunables.cpuDriverThreadsPerCpu);
     this.encoder = new BatchedEncoder(
       device,
       () => this.tunables.dispatchesPerSubmit,
@@ -137,21 +143,6 @@ export class Gpu {
       this.#pendingError = null;
       throw e;
     }
-  }
-
-  /**
-   * Worker threads of a CPU adapter: lavapipe runs each workgroup on one of them, so a grid of
-   * fewer workgroups leaves some idle. `LP_NUM_THREADS` when readable, else what createGpu asked
-   * for (`cpuDriverThreadsPerCpu`; 1 is Mesa's default, one per logical CPU).
-   */
-  get cpuWorkers(): number {
-    try {
-      const set = Number(Deno.env.get("LP_NUM_THREADS"));
-      if (set > 0) return Math.min(32, set);
-    } catch {
-      // No --allow-env (or no Deno): fall back to the tunable.
-    }
-    return cpuDriverThreads(this.tunables.cpuDriverThreadsPerCpu);
   }
 
   /** Records one compute dispatch. Bindings are numbered 0.. in the order given. */
@@ -300,15 +291,32 @@ function quietMesaOnHeadlessLinux(): void {
   }
 }
 
-/** Mesa's CPU-driver workers for `threadsPerCpu` per logical CPU (Mesa caps them at 32). */
-export function cpuDriverThreads(threadsPerCpu: number): number {
-  return Math.min(32, Math.max(1, Math.round(threadsPerCpu * navigator.hardwareConcurrency)));
+/** Mesa caps its CPU drivers' worker threads at this many. */
+const MESA_MAX_THREADS = 32;
+
+/** Mesa's CPU-driver workers for `threadsPerCpu` per logical CPU. */
+function cpuDriverThreads(threadsPerCpu: number): number {
+  return Math.min(MESA_MAX_THREADS, Math.max(1, Math.round(threadsPerCpu * navigator.hardwareConcurrency)));
+}
+
+/**
+ * The workers Mesa's CPU drivers run: `LP_NUM_THREADS` when readable, else what createGpu asks
+ * for (`threadsPerCpu`; 1 is Mesa's default, one per logical CPU).
+ */
+function cpuDriverWorkers(threadsPerCpu: number): number {
+  try {
+    const set = Number(Deno.env.get("LP_NUM_THREADS"));
+    if (set > 0) return Math.min(MESA_MAX_THREADS, set);
+  } catch {
+    // No --allow-env (or no Deno): what the tunable asks for.
+  }
+  return cpuDriverThreads(threadsPerCpu);
 }
 
 /**
  * Asks Mesa's CPU drivers for `threadsPerCpu` workers per logical CPU (see the tunable
  * `cpuDriverThreadsPerCpu`). Mesa reads `LP_NUM_THREADS` when the driver starts, so this runs
- * before the first adapter request; other drivers ignore the variable. Mesa caps it at 32.
+ * before the first adapter request; other drivers ignore the variable.
  */
 export function spreadCpuDriverWork(threadsPerCpu: number): void {
   try {

@@ -176,13 +176,13 @@ function runMatmul(
       Math.min(M, N) >= matmulTunables.largeBlockMinSide,
   };
   const vec = vectorised(spec);
-  const unit = (v: boolean) => (v ? 4 : 1);
   if (variant === "cpu") spec.workgroupRows = cpuWorkgroupRows(prob, spec);
   const tile = matmulTile(spec);
   spec.exact = M % tile.rows === 0 && N % tile.cols === 0 &&
     (variant === "cpu" || K % GPU_TILE.depth === 0);
   const c = output(op, outShape);
   if (c.size === 0) return c;
+  const unit = (v: boolean) => (v ? 4 : 1);
   const p = params().u32(M, N, K, 0, (M * K) / unit(vec.a), (K * N) / unit(vec.b), (M * N) / unit(vec.c), 0);
   // The "cpu" kernel reads A and B through operand textures where it can.
   withOperandTextures(variant === "cpu", [a, b], [vec.a, vec.b], ([ta, tb], textures) => {
