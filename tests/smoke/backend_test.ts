@@ -1,9 +1,10 @@
 /**
  * Smoke subset, run on both wgpu backends in CI (Vulkan lavapipe and GL llvmpipe): device
  * creation, a kernel, readback and a gradient, and matmul with its gradients (conv_test.ts has
- * conv2d). With `deno task test:smoke` they run beside the batchnorm and small-conv-net training
- * tests; the full conv2d and matmul suites stay on the default backend, since compiling their many
- * shapes on GL takes longer than CI allows (matmul's alone ~5 minutes with an empty Mesa cache).
+ * conv2d). `deno task test:smoke` (tests/smoke/run.ts lists the modules) runs them with the
+ * batchnorm and small-conv-net training tests, one process per module; the full conv2d and matmul
+ * suites stay on the default backend, since compiling their many shapes on GL takes longer than
+ * CI allows (matmul's alone ~5 minutes with an empty Mesa cache).
  */
 import assert from "node:assert/strict";
 import { grad } from "../../src/autograd/backward.ts";
