@@ -4,10 +4,16 @@
  * report. Every stage checkpoints as it goes; `--resume --out <folder>` continues a killed run.
  */
 import { initWebGpu } from "../src/device/runtime.ts";
-import { parseStages, RESUME_KEYS, STUDY_OPTIONS, studyConfig } from "../src/study/options.ts";
+import {
+  checkSavedConfig,
+  parseStages,
+  RESUME_KEYS,
+  STUDY_OPTIONS,
+  studyConfig,
+} from "../src/study/options.ts";
 import { PROFILES, type StudyConfig } from "../src/study/config.ts";
 import { runStudy } from "../src/study/study.ts";
-import { helpText, parseOptions, UsageError } from "../src/train/options.ts";
+import { flagName, helpText, parseOptions, UsageError } from "../src/train/options.ts";
 import { RunFolder } from "../src/train/run_folder.ts";
 import { runCommand } from "./common.ts";
 
@@ -18,7 +24,7 @@ const USAGE = "usage: deno task train [options]\n\n" +
   Object.entries(PROFILES).map(([name, p]) => `  ${name.padEnd(14)}${p.describe}`).join("\n");
 
 await runCommand(async () => {
-  const { values, explicit, help } = await parseOptions(STUDY_OPTIONS, Deno.args);
+  const { values, explicit, configFile, help } = await parseOptions(STUDY_OPTIONS, Deno.args);
   if (help) {
     console.log(helpText(USAGE, STUDY_OPTIONS));
     return;
@@ -33,13 +39,15 @@ await runCommand(async () => {
         `--resume: ${run.configPath} does not exist (is --out the folder of an earlier run?)`,
       );
     }
-    const overridden = [...explicit].filter((k) => !RESUME_KEYS.includes(k));
+    const overridden = [...explicit].filter((k) => !RESUME_KEYS.includes(k)).map((k) => "--" + flagName(k));
+    if (configFile !== null) overridden.push(`--config ${configFile}`);
     if (overridden.length) {
-      throw new UsageError(
-        `--resume uses the saved config.json; do not pass ${overridden.map((k) => "--" + k).join(", ")}`,
-      );
+      throw new UsageError(`--resume uses the saved config.json; do not pass ${overridden.join(", ")}`);
     }
-    config = (await run.readJson<{ config: StudyConfig }>("config.json")).config;
+    config = checkSavedConfig(
+      (await run.readJson<{ config: StudyConfig }>("config.json")).config,
+      run.configPath,
+    );
   } else {
     if (await run.exists("config.json")) {
       throw new UsageError(

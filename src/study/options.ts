@@ -92,6 +92,36 @@ export const STUDY_OPTIONS = {
 /** Keys that may change on --resume (they do not change what is computed). */
 export const RESUME_KEYS = ["out", "resume", "stages", "stopAfterSteps"];
 
+/**
+ * A study config read back from a run folder (`--resume`), checked against a fresh build of its
+ * profile: every setting the profile has must be there with the same kind of value (null, for an
+ * optional setting unset, goes with any), or the error names the file and the setting.
+ */
+export function checkSavedConfig(saved: StudyConfig, file: string): StudyConfig {
+  const bad = (what: string) => {
+    throw new UsageError(`${file}: ${what}; restore it, or start a new run without --resume`);
+  };
+  const profile = (saved as { profile?: unknown } | null)?.profile;
+  if (typeof profile !== "string" || !profileNames().includes(profile)) {
+    bad(`'config.profile' must be one of ${profileNames().join(", ")}, got ${JSON.stringify(profile)}`);
+  }
+  const kind = (v: unknown) => v === null ? "null" : Array.isArray(v) ? "array" : typeof v;
+  const an = (kind: string) => `${/^[aeiou]/.test(kind) ? "an" : "a"} ${kind}`;
+  const walk = (have: unknown, want: unknown, path: string) => {
+    const [h, w] = [kind(have), kind(want)];
+    if (h === "undefined") bad(`'${path}' is missing (${an(w)} in profile ${profile})`);
+    if (h === "null" || w === "null") return; // an optional setting, unset on one side
+    if (h !== w) bad(`'${path}' must be ${an(w)}, got ${JSON.stringify(have)}`);
+    if (w === "object") {
+      for (const [key, value] of Object.entries(want as Record<string, unknown>)) {
+        walk((have as Record<string, unknown>)[key], value, `${path}.${key}`);
+      }
+    }
+  };
+  walk(saved, buildProfile(profile as string), "config");
+  return saved;
+}
+
 export function parseStages(text: string): StudyStage[] | undefined {
   if (text === "all") return undefined;
   const stages = text.split(",").map((s) => s.trim()).filter(Boolean);

@@ -79,6 +79,8 @@ export interface ParsedCommand {
   values: OptionValues;
   /** Keys given explicitly on the command line. */
   explicit: Set<string>;
+  /** The `--config` file, if one was given. */
+  configFile: string | null;
   help: boolean;
   positionals: string[];
 }
@@ -138,7 +140,13 @@ export async function parseOptions(
       explicit.add(key);
     }
   }
-  return { values, explicit, help: flags.help === true, positionals: parsed.positionals };
+  return {
+    values,
+    explicit,
+    configFile: typeof flags.config === "string" ? flags.config : null,
+    help: flags.help === true,
+    positionals: parsed.positionals,
+  };
 }
 
 /** The --help text: every option with its default. */

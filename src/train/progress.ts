@@ -28,21 +28,29 @@ export class Progress {
   readonly #encoder = new TextEncoder();
   #lastLine = 0;
 
+  /** Units done before this bar started (a resumed epoch): not counted in its rate. */
+  readonly start: number;
+
   constructor(
     readonly label: string,
     readonly total: number,
-    options: { tty?: boolean; out?: (s: string) => void } = {},
+    options: { tty?: boolean; out?: (s: string) => void; start?: number } = {},
   ) {
     this.#tty = options.tty ?? Deno.stderr.isTerminal();
     this.out = options.out ?? ((s) => Deno.stderr.writeSync(this.#encoder.encode(s)));
+    this.start = options.start ?? 0;
   }
 
   private out: (s: string) => void;
 
-  /** Reports `done` of `total` units; on a non-terminal, prints at most every `every` seconds. */
+  /**
+   * Reports `done` of `total` units (counting the `start` ones); on a non-terminal, prints at
+   * most every `every` seconds.
+   */
   update(done: number, fields: ProgressFields = {}, every = 10): void {
     const elapsed = (performance.now() - this.#start) / 1000;
-    const eta = done > 0 ? (elapsed / done) * (this.total - done) : NaN;
+    const rate = (done - this.start) / elapsed;
+    const eta = done > this.start ? (this.total - done) / rate : NaN;
     const pct = this.total ? Math.min(100, (100 * done) / this.total) : 100;
     const info = `${done}/${this.total}  ${formatDuration(elapsed)} elapsed  ETA ${formatDuration(eta)}  ${
       formatFields(fields)

@@ -45,7 +45,13 @@ export class RunFolder {
     return writeJson(this.path(name), value);
   }
 
+  /** A JSON file of the folder; a missing or corrupt one is an error naming it. */
   async readJson<T>(name: string): Promise<T> {
-    return JSON.parse(await Deno.readTextFile(this.path(name))) as T;
+    const path = this.path(name);
+    try {
+      return JSON.parse(await Deno.readTextFile(path)) as T;
+    } catch (e) {
+      throw new Error(`${path}: ${(e as Error).message}`);
+    }
   }
 }

@@ -8,7 +8,9 @@
  * - checkpoints every `checkpointEvery` steps and at each epoch end, written atomically, holding
  *   modules, optimizer state, data position, step, history and config, so that a killed run
  *   resumes exactly: the default random generator is reseeded from (seed, step) before every
- *   step, so random transforms, attack starts and noise do not depend on what ran before.
+ *   step, so random transforms, attack starts and noise do not depend on what ran before, and the
+ *   metric sums not yet logged travel in the checkpoint, so a resumed epoch's record and loss
+ *   curve are those of an uninterrupted run.
  */
 import type { Batch, DataLoader } from "../data/loader.ts";
 import { type Checkpoint, loadCheckpoint, loadIntoTensors, saveCheckpoint } from "../io/checkpoint.ts";
@@ -163,6 +165,20 @@ function formatMetric(name: string, value: number): string {
   return name === "accuracy" || name.endsWith("Accuracy") ? `${(100 * value).toFixed(2)}%` : value.toFixed(4);
 }
 
+/**
+ * The metric sums of the loop at a checkpoint, so a resumed run reports what an uninterrupted
+ * one would: the sums since the last readback, and those of the epoch so far (with its time).
+ */
+interface RunningSums {
+  sums: number[];
+  seen: number;
+  epochSums: number[];
+  epochSeen: number;
+  epochSeconds: number;
+  /** Seconds since the last readback (the images/s of the next one). */
+  readSeconds: number;
+}
+
 /** Runs (or resumes) a stage to its end, or to `stopAfterSteps`. */
 export async function runStage(
   def: StageDefinition,
@@ -178,6 +194,7 @@ export async function runStage(
   let step = 0;
   let history: EpochSummary[] = [];
   let curve: [number, ...number[]][] = [];
+  let resumed: RunningSums | undefined;
 
   if (options.resume) {
     const ckpt = await loadCheckpoint(checkpointPath);
@@ -193,6 +210,7 @@ export async function runStage(
     loader.seek(ckpt.metadata.loader as { epoch: number; batch: number });
     history = (ckpt.metadata.history as EpochSummary[]) ?? [];
     curve = (ckpt.metadata.curve as [number, ...number[]][]) ?? [];
+    resumed = ckpt.metadata.running as RunningSums | undefined;
     log(
       `resumed ${checkpointPath} at step ${step} (epoch ${
         loader.state().epoch + 1
@@ -201,8 +219,27 @@ export async function runStage(
   }
   if (def.describe) log(def.describe);
 
-  const checkpoint = () =>
-    saveStage(checkpointPath, def, {
+  const width = def.metrics.length;
+  // Running sums of the step metrics on the GPU, read back every logEvery steps.
+  let sums: Tensor = keep(resumed ? fromArray(resumed.sums, [width]) : zeros([width]));
+  let seen = resumed?.seen ?? 0;
+  let lastRead = performance.now() - 1000 * (resumed?.readSeconds ?? 0);
+  // The epoch's sums of what was read back, and its start (earlier when resumed within it).
+  let epochSums: number[] = [];
+  let epochSeen = 0;
+  let epochStart = 0;
+
+  const checkpoint = async () => {
+    const now = performance.now();
+    const running: RunningSums = {
+      sums: Array.from(await sums.toArray()),
+      seen,
+      epochSums,
+      epochSeen,
+      epochSeconds: (now - epochStart) / 1000,
+      readSeconds: (now - lastRead) / 1000,
+    };
+    await saveStage(checkpointPath, def, {
       ...def.metadata,
       stage,
       config,
@@ -210,25 +247,26 @@ export async function runStage(
       loader: loader.state(),
       history,
       curve,
+      running,
     });
+  };
 
-  const width = def.metrics.length;
-  // Running sums of the step metrics on the GPU, read back every logEvery steps.
-  let sums: Tensor = keep(zeros([width]));
-  let seen = 0;
-  let lastRead = performance.now();
   let stopped = false;
   const stopRequested = () => config.stopAfterSteps !== null && step >= config.stopAfterSteps;
   try {
     while (step < totalSteps && !stopped) {
       const epoch = loader.state().epoch;
-      const epochStart = performance.now();
       const startBatch = loader.state().batch;
+      // Within an epoch (a resume), its sums so far come from the checkpoint.
+      const within = startBatch > 0 && resumed !== undefined;
+      epochSums = within ? [...resumed!.epochSums] : new Array<number>(width).fill(0);
+      epochSeen = within ? resumed!.epochSeen : 0;
+      epochStart = performance.now() - (within ? 1000 * resumed!.epochSeconds : 0);
+      resumed = undefined;
       const progress = new Progress(`${stage} ${epoch + 1}/${config.epochs}`, loader.batchesPerEpoch, {
         tty: options.tty,
+        start: startBatch,
       });
-      const epochSums = new Array<number>(width).fill(0);
-      let epochSeen = 0;
       let shown: Record<string, number> = {};
       while (loader.state().epoch === epoch && step < totalSteps) {
         const batch = loader.next();
@@ -262,8 +300,10 @@ export async function runStage(
           seen = 0;
           lastRead = now;
         }
-        progress.update(batchIndex - startBatch, shown);
-        if (step % config.checkpointEvery === 0) await checkpoint();
+        progress.update(batchIndex, shown);
+        // An epoch's last batch is checkpointed after its evaluation and record (below): saved
+        // here, a kill during the evaluation would resume past an epoch never evaluated.
+        if (step % config.checkpointEvery === 0 && batchIndex !== loader.batchesPerEpoch) await checkpoint();
         // At an epoch's last batch, stop only after the epoch's evaluation and record (below).
         if (stopRequested() && batchIndex !== loader.batchesPerEpoch) {
           stopped = true;

@@ -4,8 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { pathExists } from "../../src/io/paths.ts";
-import { buildProfile } from "../../src/study/config.ts";
-import { parseStages, STUDY_OPTIONS, studyConfig } from "../../src/study/options.ts";
+import { buildProfile, profileNames } from "../../src/study/config.ts";
+import { checkSavedConfig, parseStages, STUDY_OPTIONS, studyConfig } from "../../src/study/options.ts";
 import type { StudyReport } from "../../src/study/report.ts";
 import type { OptionValues } from "../../src/train/options.ts";
 
@@ -122,6 +122,39 @@ Deno.test("train CLI: --help lists profiles and options; bad options give one li
   }
 });
 
+Deno.test("train CLI: --resume refuses overrides and names a corrupt or incomplete config.json", async () => {
+  const dir = await Deno.makeTempDir();
+  const saved = { profile: "tiny", config: buildProfile("tiny"), adapter: "test" };
+  const write = (value: unknown) => Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(value));
+  await write(saved);
+  await Deno.writeTextFile(`${dir}/override.json`, JSON.stringify({ classifierEpochs: 7 }));
+  const refused = await train([
+    "--out",
+    dir,
+    "--resume",
+    "--classifier-epochs",
+    "7",
+    "--config",
+    `${dir}/override.json`,
+  ]);
+  assert.equal(refused.code, 2, refused.stderr);
+  assert.match(refused.stderr, /do not pass --classifier-epochs, --config .*override\.json/);
+
+  const { epochs: _, ...classifier } = saved.config.classifier;
+  await write({ ...saved, config: { ...saved.config, classifier } });
+  const incomplete = await train(["--out", dir, "--resume"]);
+  assert.equal(incomplete.code, 2, incomplete.stderr);
+  assert.match(
+    incomplete.stderr,
+    /config\.json: 'config\.classifier\.epochs' is missing \(a number in profile tiny\)/,
+  );
+
+  await Deno.writeTextFile(`${dir}/config.json`, '{ "profile": "tiny", "config": { ');
+  const corrupt = await train(["--out", dir, "--resume"]);
+  assert.equal(corrupt.code, 1, corrupt.stderr);
+  assert.match(corrupt.stderr, new RegExp(`${dir}/config\\.json: .*JSON`));
+});
+
 function values(overrides: OptionValues): OptionValues {
   const v: OptionValues = {};
   for (const [k, spec] of Object.entries(STUDY_OPTIONS)) v[k] = spec.default;
@@ -154,6 +187,15 @@ Deno.test("study options: overrides reach every stage they concern, null keeps t
   assert.equal(c.atop.purifier.width, 6);
   assert.deepEqual(c.atopModes, ["adaptive"]);
   assert.equal(c.classifier.seed, 5);
+  for (const profile of profileNames()) {
+    const config = studyConfig(values({ profile }));
+    assert.equal(checkSavedConfig(config, "config.json"), config, `profile ${profile} passes its check`);
+  }
+  assert.equal(checkSavedConfig(c, "config.json"), c, "so does one with overrides");
+  assert.throws(
+    () => checkSavedConfig({ ...c, atopModes: "adaptive" } as unknown as typeof c, "run/config.json"),
+    /run\/config\.json: 'config\.atopModes' must be an array, got "adaptive"/,
+  );
   assert.deepEqual(parseStages("all"), undefined);
   assert.deepEqual(parseStages("pretrain, atop"), ["pretrain", "atop"]);
 });
