@@ -3,7 +3,7 @@
  * The tensor is viewed as [outer, len, inner] (the axis in the middle), so output o reads
  * x[(o / inner) * len * inner + o % inner + k * inner] for k = 0 .. len - 1.
  */
-import { flatIndex, WORKGROUP_1D } from "./common.ts";
+import { flatIndex, isNanWgsl, WORKGROUP_1D } from "./common.ts";
 
 export const argmaxShader = /* wgsl */ `
 ${flatIndex}
@@ -12,10 +12,7 @@ struct Params { n_out: u32, len: u32, inner: u32, _pad: u32 }
 @group(0) @binding(1) var<storage, read_write> out: array<i32>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-// By its bits: compilers may fold v != v to false (they assume no NaNs).
-fn is_nan(v: f32) -> bool {
-  return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
+${isNanWgsl}
 
 @compute @workgroup_size(${WORKGROUP_1D})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>,

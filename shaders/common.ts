@@ -47,6 +47,15 @@ export function readOperand(name: string, vec4: boolean, texture: boolean): { de
 }
 
 /**
+ * WGSL `is_nan(v)`, by the bits: compilers may fold v != v to false (they assume no NaNs), and
+ * WGSL's min/max may return either operand when one is NaN.
+ */
+export const isNanWgsl = /* wgsl */ `
+fn is_nan(v: f32) -> bool {
+  return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}`;
+
+/**
  * Memoises a shader generator by its arguments (JSON). Kernels are dispatched thousands of
  * times per epoch with a handful of distinct specialisations, so a 30 KB conv source is built
  * once, not on every dispatch, and the same string object comes back, whose hash V8 keeps for

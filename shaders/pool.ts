@@ -12,7 +12,7 @@
  * (src/device/operand_textures.ts; CPU adapters: a gather instead of a per-lane storage loop).
  */
 import { wgsl } from "wgsl-preprocessor";
-import { fastDivision, flatIndex, memoizeShader, readOperand, WORKGROUP_1D } from "./common.ts";
+import { fastDivision, flatIndex, isNanWgsl, memoizeShader, readOperand, WORKGROUP_1D } from "./common.ts";
 
 export type PoolKind = "max" | "avg";
 
@@ -52,9 +52,7 @@ ${input0("x", texture)}
 @group(0) @binding(2) var<uniform> p: Params;
 #endif
 
-fn is_nan(v: f32) -> bool {
-  return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
+${isNanWgsl}
 
 @compute @workgroup_size(${WORKGROUP_1D})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>,

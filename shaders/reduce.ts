@@ -19,7 +19,7 @@
  * Both are deterministic: the order of additions depends only on the shapes, never on timing
  * (no atomics).
  */
-import { flatIndex, memoizeShader, WORKGROUP_1D } from "./common.ts";
+import { flatIndex, isNanWgsl, memoizeShader, WORKGROUP_1D } from "./common.ts";
 
 export const REDUCE_MAX_RANK = 8;
 
@@ -32,15 +32,17 @@ export interface ReduceTransform {
   store?: string;
 }
 
+// max / min start from -inf / +inf (a slice of infinities reduces to one) and let NaN win, as
+// in PyTorch (WGSL's max and min may drop a NaN operand).
 const INIT: Record<ReduceKind, string> = {
   sum: "0.0",
-  max: "-3.4028234663852886e38",
-  min: "3.4028234663852886e38",
+  max: "bitcast<f32>(0xff800000u)",
+  min: "bitcast<f32>(0x7f800000u)",
 };
 const COMBINE: Record<ReduceKind, (a: string, b: string) => string> = {
   sum: (a, b) => `${a} + ${b}`,
-  max: (a, b) => `max(${a}, ${b})`,
-  min: (a, b) => `min(${a}, ${b})`,
+  max: (a, b) => `max_or_nan(${a}, ${b})`,
+  min: (a, b) => `min_or_nan(${a}, ${b})`,
 };
 
 const DIMS = REDUCE_MAX_RANK / 4;
@@ -61,6 +63,10 @@ struct Params {
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
+
+${isNanWgsl}
+fn max_or_nan(a: f32, b: f32) -> f32 { return select(max(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
+fn min_or_nan(a: f32, b: f32) -> f32 { return select(min(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
 
 // Offset of output o's first element: o's coordinates in the kept dimensions times their
 // strides. The outermost dimension needs no modulo.

@@ -321,7 +321,10 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
     transposeB: true,
     variant,
   };
-  const out = runMatmul(op, x, weight, bias ?? null, prob, [...x.shape.slice(0, -1), outFeatures]);
+  // As a [rows, in] matrix: the product is one 2-D GEMM (and split-K slices 2-D operands).
+  const x2 = x.rank === 2 ? x : x.view([rows, inFeatures]);
+  const out = runMatmul(op, x2, weight, bias ?? null, prob, [...x.shape.slice(0, -1), outFeatures]);
+  if (x2 !== x) x2.dispose();
   const inputs = bias ? [x, weight, bias] : [x, weight];
   const [needX, needW, needB] = [needsGrad(x), needsGrad(weight), bias ? needsGrad(bias) : false];
   return record(op, inputs, out, (dy) => {

@@ -20,7 +20,17 @@ import { needsGrad, record } from "../autograd/tape.ts";
 import { fmt, ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { checkFloat } from "./elementwise.ts";
-import { grid1d, launch, output, params, withScalarOperand } from "./kernel.ts";
+import { currentGpu } from "../device/runtime.ts";
+import {
+  checkLoopLength,
+  CPU_ADAPTER_MAX_LOOP,
+  grid1d,
+  launch,
+  output,
+  params,
+  withScalarOperand,
+} from "./kernel.ts";
+import { reduceAxes } from "./reduce_axes.ts";
 
 export interface Pool2dOptions {
   /** Step between windows (default: the kernel size, non-overlapping windows). */
@@ -60,6 +70,13 @@ function pool2d(kind: PoolKind, x: Tensor, kernel: number, options: Pool2dOption
         `use a smaller kernel or a larger input`,
     );
   }
+  // Each output loops over its window, each input gradient over the windows that reach it.
+  checkLoopLength(op, kernel * kernel, `the ${kernel}x${kernel} window`);
+  checkLoopLength(
+    `${op}.backward`,
+    Math.ceil(kernel / stride) ** 2,
+    `the windows over one input (kernel ${kernel}, stride ${stride})`,
+  );
   const out = output(op, [n, c, outH, outW]);
   // `total`: the elements the kernel writes (outputs forward, inputs backward).
   const withTotal = (total: number) =>
@@ -106,8 +123,11 @@ export function globalAvgPool2d(x: Tensor): Tensor {
   const [n, c, h, w] = x.shape;
   const plane = h * w;
   if (plane === 0) throw new ShapeError(op, `cannot average empty planes of ${fmt(x.shape)}`);
-  const out = output(op, [n, c]);
-  if (out.size > 0) {
+  // The kernel loops over a plane per output: past llvmpipe's loop limit (see
+  // CPU_ADAPTER_MAX_LOOP), the chunked reduction instead.
+  const long = plane > CPU_ADAPTER_MAX_LOOP && currentGpu().adapterClass === "cpu";
+  const out = long ? reduceAxes(op, "sum", x, [2, 3], false, 1 / plane) : output(op, [n, c]);
+  if (out.size > 0 && !long) {
     withScalarOperand(x, x.size, (xIn, texture) => {
       const p = params().u32(out.size, plane).f32(1 / plane);
       launch(op, globalAvgPoolShader(texture), [xIn, out, p], grid1d(out.size));

@@ -1,7 +1,7 @@
 /**
  * Differentiable reductions over chosen axes: sum, mean, max, min.
  * Gradients: sum spreads dy to every reduced element; mean also divides by the count; max/min
- * send dy to the elements equal to the extremum (ties share it, as in tfjs).
+ * send dy to the elements equal to the extremum, split evenly between ties (as PyTorch's amax).
  */
 import { record } from "../autograd/tape.ts";
 import { normAxis, type Shape } from "../tensor/shape.ts";
@@ -54,9 +54,11 @@ function extremum(kind: "max" | "min", x: Tensor, options: ReduceOptions): Tenso
   return record(kind, [x], out, (dy) => {
     const shape = keptShape(x, axes);
     const m = out.view(shape), g = dy.view(shape);
-    const dx = mapElements(`${kind}.backward`, "select(0.0, b, a == c)", [x, g, m]);
-    m.dispose();
-    g.dispose();
+    const op = `${kind}.backward`;
+    const isExtremum = mapElements(op, "select(0.0, 1.0, a == b)", [x, m]);
+    const ties = reduceAxes(op, "sum", isExtremum, axes, true);
+    const dx = mapElements(op, "a * b / c", [isExtremum, g, ties]);
+    for (const t of [m, g, isExtremum, ties]) t.dispose();
     return [dx];
   });
 }

@@ -47,6 +47,9 @@ gpuTest("large shapes: matmul with K past the loop limit", async () => {
     return s;
   });
   assertClose(lin, refL, "linear in_features=70001", { rtol: 1e-4, atol: 1e-3 });
+  // x of rank 3 ([..., in]) flattens to rows first.
+  const lin3 = await linear(fromArray(a, [1, m, k]), fromArray(b, [n, k]), fromArray(bias)).toArray();
+  assertClose(lin3, refL, "linear x [1, 3, 70001]", { rtol: 1e-4, atol: 1e-3 });
 });
 
 gpuTest(

@@ -5,6 +5,7 @@ import { avgPool2d, globalAvgPool2d, maxPool2d, upsampleNearest2d } from "../../
 import { checkOp } from "../helpers/check_op.ts";
 import { assertClose, type Nd, nd, Rng } from "../helpers/reference.ts";
 import { gpuTest } from "../helpers/setup.ts";
+import { currentGpu } from "../../src/device/runtime.ts";
 
 interface PoolArgs {
   kernel: number;
@@ -116,7 +117,8 @@ gpuTest("maxPool2d: ties send the gradient to the first maximum; -inf and all-eq
 
 gpuTest("globalAvgPool2d: forward and gradient", async () => {
   const rng = new Rng(8);
-  for (const shape of [[1, 1, 1, 1], [2, 3, 5, 7], [1, 4, 4, 4], [3, 70, 2, 3]]) {
+  // 257x263: planes past llvmpipe's 65,535-iteration loop limit (the chunked reduction on CPU adapters).
+  for (const shape of [[1, 1, 1, 1], [2, 3, 5, 7], [1, 4, 4, 4], [3, 70, 2, 3], [1, 1, 257, 263]]) {
     const [n, c, h, w] = shape, plane = h * w;
     await checkOp({
       name: `globalAvgPool2d ${JSON.stringify(shape)}`,
@@ -195,6 +197,15 @@ gpuTest("pooling and upsampling: errors name the op and the shapes", () => {
   );
   assert.throws(() => upsampleNearest2d(rank3), /upsampleNearest2d: expects x of shape \[N, C, H, W\]/);
   assert.throws(() => upsampleNearest2d(x, 1.5), /upsampleNearest2d: scale must be an integer >= 1, got 1.5/);
+  // A window past llvmpipe's loop limit is refused there (it would silently stop summing).
+  if (currentGpu().adapterClass === "cpu") {
+    const big = zeros([1, 1, 182, 182]);
+    assert.throws(
+      () => avgPool2d(big, 182),
+      /avgPool2d: the 182x182 window has 33124 elements; on CPU adapters/,
+    );
+    big.dispose();
+  }
   x.dispose();
   rank3.dispose();
 });

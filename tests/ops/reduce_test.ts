@@ -194,6 +194,29 @@ gpuTest("reductions split over several passes (low per-lane cap)", async () => {
   }, 4);
 });
 
+gpuTest(
+  "max/min: infinities stay infinite, NaN wins, ties split the gradient (as PyTorch's amax)",
+  async () => {
+    for (const path of ["lanes", "tree"] as const) {
+      await withPath(path, async () => {
+        const x = fromArray([-Infinity, -Infinity, 1, 2, 1, NaN, Infinity, Infinity], [4, 2]);
+        const [mx, mn] = [max(x, { axes: 1 }), min(x, { axes: 1 })];
+        assert.deepEqual(Array.from(await mx.toArray()), [-Infinity, 2, NaN, Infinity], `max (${path})`);
+        assert.deepEqual(Array.from(await mn.toArray()), [-Infinity, 1, NaN, Infinity], `min (${path})`);
+        [x, mx, mn].forEach((t) => t.dispose());
+      });
+    }
+    // Ties: row [3, 3, 1, 1] -> each 3 gets half of dy; min over [1, 5, 1, 1] gives each 1 a third.
+    const x = fromArray([3, 3, 1, 1, 5, 1, 1, 0], [2, 4]);
+    const { value: vMax, grads: [dMax] } = grad((t) => sum(max(t, { axes: 1 })), [x]);
+    assert.deepEqual(Array.from(await dMax.toArray()), [0.5, 0.5, 0, 0, 1, 0, 0, 0]);
+    const y = fromArray([1, 5, 1, 1]);
+    const { value: vMin, grads: [dMin] } = grad((t) => min(t), [y]);
+    assertClose(await dMin.toArray(), [1 / 3, 0, 1 / 3, 1 / 3], "min ties", { rtol: 1e-6, atol: 0 });
+    [x, vMax, dMax, y, vMin, dMin].forEach((t) => t.dispose());
+  },
+);
+
 // ---- argmax ----
 
 function argmaxRef(x: Nd, axis: number): number[] {
