@@ -28,7 +28,7 @@
  *          a tree reduction in workgroup memory, one partial per workgroup.
  */
 import { wgsl } from "wgsl-preprocessor";
-import { memoizeShader, readOperand } from "./common.ts";
+import { keepNanWgsl, memoizeShader, readOperand } from "./common.ts";
 
 export type BatchNormVariant = "cpu" | "gpu";
 
@@ -46,9 +46,14 @@ export const FINALIZE_WORKGROUP = 8;
 function unitType(vec4: boolean): string {
   return vec4
     ? `alias T = vec4<f32>;
-fn hsum(v: T) -> f32 { return v.x + v.y + v.z + v.w; }`
+fn hsum(v: T) -> f32 { return v.x + v.y + v.z + v.w; }
+fn relu(v: T) -> T { return vec4<f32>(keep_nan(v.x, max(v.x, 0.0)), keep_nan(v.y, max(v.y, 0.0)),
+  keep_nan(v.z, max(v.z, 0.0)), keep_nan(v.w, max(v.w, 0.0))); }
+${keepNanWgsl}`
     : `alias T = f32;
-fn hsum(v: T) -> f32 { return v; }`;
+fn hsum(v: T) -> f32 { return v; }
+fn relu(v: T) -> T { return keep_nan(v, max(v, 0.0)); }
+${keepNanWgsl}`;
 }
 
 /**
@@ -118,7 +123,7 @@ fn do_unit(u: u32) {
   let out = bn_affine(load_x(u), mean, scale, shift);
 #endif
 #if ${relu}
-  y[u] = max(out, T(0.0));
+  y[u] = relu(out);
 #else
   y[u] = out;
 #endif

@@ -56,6 +56,13 @@ fn is_nan(v: f32) -> bool {
 }`;
 
 /**
+ * WGSL `keep_nan(v, r)`: r, or v where v is NaN. Wraps max/min/clamp so that a NaN input comes
+ * out NaN, as in PyTorch (relu(NaN) = NaN), instead of being hidden by an operand WGSL may pick.
+ */
+export const keepNanWgsl = /* wgsl */ `${isNanWgsl}
+fn keep_nan(v: f32, r: f32) -> f32 { return select(r, v, is_nan(v)); }`;
+
+/**
  * Memoises a shader generator by its arguments (JSON). Kernels are dispatched thousands of
  * times per epoch with a handful of distinct specialisations, so a 30 KB conv source is built
  * once, not on every dispatch, and the same string object comes back, whose hash V8 keeps for

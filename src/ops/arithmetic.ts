@@ -6,6 +6,7 @@
  */
 import { needsGrad, record } from "../autograd/tape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
+import { keepNanWgsl } from "../../shaders/common.ts";
 import { mapElements } from "./elementwise.ts";
 import { sumToShape } from "./reduce_axes.ts";
 
@@ -34,7 +35,7 @@ export function add(a: Tensor, b: Tensor): Tensor {
  * both inputs (relu'(0) = 0).
  */
 export function addRelu(a: Tensor, b: Tensor): Tensor {
-  const out = mapElements("addRelu", "max(a + b, 0.0)", [a, b]);
+  const out = mapElements("addRelu", "keep_nan(a + b, max(a + b, 0.0))", [a, b], { helpers: keepNanWgsl });
   return record("addRelu", [a, b], out, (dy) => {
     const masked = mapElements("addRelu.backward", "select(0.0, a, b > 0.0)", [dy, out]);
     const grads = [sumToShape(masked, a.shape), sumToShape(masked, b.shape)];

@@ -20,7 +20,7 @@ import { currentGpu } from "../device/runtime.ts";
 import { fmt, type Shape, ShapeError, stridesOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { checkFloat } from "./elementwise.ts";
-import { fillBits, grid1d, launch, output, params } from "./kernel.ts";
+import { bitsOf, fillBits, grid1d, launch, output, params } from "./kernel.ts";
 
 /** "lanes": per-invocation chunks (CPU-tuned); "tree": workgroup trees (GPU-tuned). */
 export type ReducePath = "auto" | "lanes" | "tree";
@@ -182,8 +182,9 @@ export function reduceAxes(
   const out = output(op, outShape);
   if (out.size === 0) return out;
   if (plan.nReduce === 0) {
-    // An empty sum is 0 (callers' store transforms map 0 to 0, like sqrt).
-    fillBits(out, 0, op);
+    // An empty sum is 0 (callers' store transforms map 0 to 0, like sqrt); a mean (scale
+    // 1/0) is 0 * inf = NaN, as in PyTorch.
+    fillBits(out, bitsOf(0 * scale, "f32"), op);
     return out;
   }
   reduceInto(op, kind, x, out, plan, scale, transform);

@@ -10,6 +10,7 @@
 import { record } from "../autograd/tape.ts";
 import { ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
+import { keepNanWgsl } from "../../shaders/common.ts";
 import { mapElements } from "./elementwise.ts";
 import { sumToShape } from "./reduce_axes.ts";
 
@@ -70,12 +71,20 @@ export function sign(x: Tensor): Tensor {
 /** min(max(x, lo), hi); the gradient passes where lo <= x <= hi (bounds included). */
 export function clamp(x: Tensor, lo: number, hi: number): Tensor {
   if (!(lo <= hi)) throw new ShapeError("clamp", `lower bound ${lo} must not exceed upper bound ${hi}`);
-  return unaryOfInput("clamp", "clamp(a, s0, s1)", x, "select(0.0, a, b >= s0 && b <= s1)", [lo, hi]);
+  const grad = "select(0.0, a, b >= s0 && b <= s1)";
+  return unaryOfInput("clamp", "keep_nan(a, clamp(a, s0, s1))", x, grad, [lo, hi], keepNanWgsl);
 }
 
-/** max(x, 0); relu'(0) = 0. */
+/** max(x, 0), NaN kept; relu'(0) = 0. */
 export function relu(x: Tensor): Tensor {
-  return unaryOfInput("relu", "max(a, 0.0)", x, "select(0.0, a, b > 0.0)");
+  return unaryOfInput(
+    "relu",
+    "keep_nan(a, max(a, 0.0))",
+    x,
+    "select(0.0, a, b > 0.0)",
+    undefined,
+    keepNanWgsl,
+  );
 }
 
 /** x for x > 0, slope * x otherwise; the derivative at 0 is `slope` (as PyTorch). */
@@ -149,7 +158,10 @@ export function minimum(a: Tensor, b: Tensor): Tensor {
 }
 
 function extremum(op: string, wins: ">" | "<", a: Tensor, b: Tensor): Tensor {
-  const out = mapElements(op, wins === ">" ? "max(a, b)" : "min(a, b)", [a, b]);
+  // NaN wins, as in PyTorch.
+  const out = mapElements(op, `keep_nan(a, keep_nan(b, ${wins === ">" ? "max" : "min"}(a, b)))`, [a, b], {
+    helpers: keepNanWgsl,
+  });
   // Share of dy for the first operand (`b` here) against the second (`c`): 1, 1/2 or 0.
   const share = (mine: string, other: string) =>
     `a * select(select(0.0, 0.5, ${mine} == ${other}), 1.0, ${mine} ${wins} ${other})`;

@@ -332,6 +332,27 @@ gpuTest("batchNorm2d: parameter gradients through gradScope and backward()", asy
   for (const t of [xT, gT, bT, wT, rm, rv, gT.grad!, bT.grad!]) t.dispose();
 });
 
+gpuTest("batchNorm2d: a NaN in a channel makes that channel NaN, through the fused ReLU too", async () => {
+  const cases: [number[], boolean][] = [[[2, 2, 2, 4], true], [[2, 2, 2, 4], false], [[1, 2, 3, 3], true]];
+  for (const [shape, relu] of cases) {
+    const n = shape.reduce((a, b) => a * b), plane = shape[2] * shape[3];
+    const data = Float32Array.from({ length: n }, (_, i) => (i % 7) - 3);
+    data[1] = NaN; // channel 0 of image 0
+    const x = fromArray(data, shape);
+    const [gamma, beta, rm, rv] = [ones([2]), zeros([2]), zeros([2]), ones([2])];
+    const y = await batchNorm2d(x, gamma, beta, rm, rv, { training: true, relu }).toArray();
+    for (let i = 0; i < n; i++) {
+      const channel = Math.floor(i / plane) % 2;
+      assert.equal(
+        Number.isNaN(y[i]),
+        channel === 0,
+        `${JSON.stringify(shape)} relu ${relu}: y[${i}] = ${y[i]}`,
+      );
+    }
+    [x, gamma, beta, rm, rv].forEach((t) => t.dispose());
+  }
+});
+
 gpuTest("batchNorm2d: errors name the op and the shapes", () => {
   const x = zeros([2, 3, 4, 4]);
   const c3 = zeros([3]), c4 = zeros([4]), v3 = ones([3]);

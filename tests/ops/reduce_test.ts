@@ -358,7 +358,7 @@ gpuTest("logSumExp: stable for large magnitudes", async () => {
 
 // ---- errors ----
 
-gpuTest("reductions: errors name the op and the shapes", (gpu) => {
+gpuTest("reductions: errors name the op and the shapes; empty axes", async (gpu) => {
   const x = fromArray([1, 2, 3, 4, 5, 6], [2, 3]);
   const s = fromArray([1], []);
   assert.throws(() => sum(x, { axes: 2 }), /sum: axis 2 is out of range for a tensor of rank 2/);
@@ -370,6 +370,10 @@ gpuTest("reductions: errors name the op and the shapes", (gpu) => {
   const e = fromArray([], [2, 0]);
   assert.throws(() => max(e, { axes: 1 }), /max: cannot take max over an empty axis of \[2, 0\]/);
   assert.throws(() => argmax(e, 1), /argmax: axis 1 of \[2, 0\] is empty/);
+  // Over an empty axis a sum is 0 and a mean NaN (0/0), as in PyTorch.
+  const [es, em] = [sum(e, { axes: 1 }), mean(e, { axes: 1 })];
+  assert.deepEqual([Array.from(await es.toArray()), Array.from(await em.toArray())], [[0, 0], [NaN, NaN]]);
+  [es, em].forEach((t) => t.dispose());
   if (gpu.adapterClass === "cpu") {
     // llvmpipe's loop limit: longer axes would silently be cut short.
     const long = fromArray(new Float32Array(40_000), [1, 40_000]);

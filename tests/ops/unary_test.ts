@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { grad } from "../../src/autograd/backward.ts";
+import { addRelu } from "../../src/ops/arithmetic.ts";
 import { fromArray } from "../../src/ops/creation.ts";
 import {
   abs,
@@ -169,6 +170,21 @@ gpuTest("unary: saturation and special values", async () => {
   await atPoints((x) => pow(x, 0), [-2, 0, 5], [1, 1, 1], [0, 0, 0], "pow 0");
   await atPoints((x) => pow(x, -1), [0, -4], [Infinity, -0.25], null, "pow -1");
   await atPoints((x) => pow(x, 0.5), [-4, 4], [NaN, 2], null, "pow 0.5");
+  // NaN stays NaN through the max/min-based ops, as in PyTorch (WGSL's max may drop it).
+  await atPoints(relu, [NaN, -1, 3], [NaN, 0, 3], [0, 0, 1], "relu NaN");
+  await atPoints((x) => clamp(x, 0, 1), [NaN, 2], [NaN, 1], null, "clamp NaN");
+  const [a, b] = [fromArray([NaN, 1, 2]), fromArray([0, NaN, 1])];
+  const binary = [["maximum", maximum, [NaN, NaN, 2]], ["minimum", minimum, [NaN, NaN, 1]], [
+    "addRelu",
+    addRelu,
+    [NaN, NaN, 3],
+  ]] as const;
+  for (const [name, op, want] of binary) {
+    const y = op(a, b);
+    assertClose(await y.toArray(), want, `${name} NaN`, { rtol: 0, atol: 0 });
+    y.dispose();
+  }
+  [a, b].forEach((t) => t.dispose());
 });
 
 /** Float64 broadcasting of a binary function over NumPy-style shapes. */
