@@ -57,6 +57,12 @@ export interface SquareOptions {
   eot?: number;
   /** Seed of the proposals (default: a fresh stream of the default generator). */
   seed?: number;
+  /**
+   * Rescale the p schedule to the budget (iteration it counts as it·10000/queries), as square.py
+   * does by default. Off by default, as in AutoAttack (resc_schedule=False) and ATTACKS.md: p
+   * halves after iterations 10, 50, 200, ... whatever the budget.
+   */
+  rescaleSchedule?: boolean;
 }
 
 /** Redraws of an L∞ proposal that would not change x_best (GPU adapters; fewer on CPU, see below). */
@@ -64,11 +70,11 @@ const MAX_ATTEMPTS = 10;
 
 /**
  * The fraction p of the image a window covers at iteration `it` (0-based) of `queries`:
- * pInit halved after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of a
- * 10,000-query run, the schedule rescaled to other budgets (it·10000/queries), as the original.
+ * pInit halved after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000, or (`rescale`)
+ * after those of a 10,000-query run rescaled to the budget (it·10000/queries).
  */
-export function squareP(pInit: number, it: number, queries: number): number {
-  const i = Math.floor(it / queries * 10000);
+export function squareP(pInit: number, it: number, queries: number, rescale = false): number {
+  const i = rescale ? Math.floor(it / queries * 10000) : it;
   const halvings = [10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000].filter((t) => i > t).length;
   return pInit / 2 ** halvings;
 }
@@ -195,7 +201,7 @@ export function square(
     });
 
     for (let it = 0; it < queries - 1; it++) {
-      const p = squareP(pInit, it, queries);
+      const p = squareP(pInit, it, queries, options.rescaleSchedule ?? false);
       tidy(() => {
         let xNew: Tensor;
         if (threat.norm === "linf") {

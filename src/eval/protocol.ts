@@ -211,7 +211,17 @@ export function mixSeed(...parts: number[]): number {
 }
 
 /** Seed "phases" of one batch: every phase reseeds all randomness, so batches are independent. */
-const PHASE_CLEAN = 1000, PHASE_WORST = 2000, PHASE_EVAL = 3000, PHASE_DETECT = 4000;
+const PHASE_CLEAN = 1000, PHASE_WORST = 2000, PHASE_EVAL = 3000, PHASE_DETECT = 4000, PHASE_ATTACKED = 5000;
+
+/**
+ * Seeds the default generator, which a random defence draws from, for an attack run with
+ * `attackSeed`. Its key differs from the attack's own (random starts and restarts draw from
+ * (attackSeed, restart)): seeded alike, the defence's first noise would be built from the same
+ * bits as the attack's start, not a fresh draw.
+ */
+export function seedAttackedModel(attackSeed: number): void {
+  manualSeed(mixSeed(attackSeed, PHASE_ATTACKED));
+}
 
 /** Uploads the images of dataset indices as f32 [n, C, H, W] in [0, 1], and i32 labels. */
 export function uploadPoints(dataset: Dataset, indices: ArrayLike<number>): { x: Tensor; y: Tensor } {
@@ -533,7 +543,7 @@ export async function evaluateRobustness(options: EvaluateOptions): Promise<Eval
                 const xSub = active.length === n ? hostX : gatherRows(hostX, active, pointSize);
                 try {
                   const attackSeed = mixSeed(seed, batch.batch, j);
-                  manualSeed(attackSeed);
+                  seedAttackedModel(attackSeed);
                   const t1 = performance.now();
                   const xAdv = tidy(() =>
                     a.fn(attacked, sub.x, sub.y, threat, { ...a.options, seed: attackSeed })

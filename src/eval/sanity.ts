@@ -20,7 +20,7 @@ import { fromArray } from "../ops/creation.ts";
 import { defaultGenerator, manualSeed } from "../ops/random.ts";
 import { tidy } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { type EvalResult, mixSeed, outcomes, predictDraws } from "./protocol.ts";
+import { type EvalResult, mixSeed, outcomes, predictDraws, seedAttackedModel } from "./protocol.ts";
 import { findRow, threatLabel } from "./report.ts";
 
 export interface SanityCheck {
@@ -224,7 +224,7 @@ export async function runSanityChecks(
     m: Model = model,
   ): Promise<{ acc: number; correct: number[] }> => {
     const s = mixSeed(seed, 8000, phase++);
-    manualSeed(s);
+    seedAttackedModel(s);
     const xAdv = tidy(() => fn(m, x, y, t, { ...opts, seed: s }));
     try {
       return await accuracy(m, xAdv);

@@ -45,19 +45,26 @@ async function assertInBall(xAdv: Tensor, x: Tensor, threat: ThreatModel): Promi
   }
 }
 
-gpuTest("square: p schedule halves at the original's iterations, rescaled to the budget", () => {
-  assert.equal(squareP(0.8, 0, 10000), 0.8);
-  assert.equal(squareP(0.8, 10, 10000), 0.8);
-  assert.equal(squareP(0.8, 11, 10000), 0.4);
-  assert.equal(squareP(0.8, 50, 10000), 0.4);
-  assert.equal(squareP(0.8, 51, 10000), 0.2);
-  assert.equal(squareP(0.8, 201, 10000), 0.1);
-  assert.equal(squareP(0.8, 8001, 10000), 0.8 / 512);
-  // 1,000 queries: iteration i counts as i·10 of the 10,000-query schedule.
-  assert.equal(squareP(0.8, 1, 1000), 0.8);
-  assert.equal(squareP(0.8, 2, 1000), 0.4);
-  assert.equal(squareP(0.8, 999, 1000), 0.8 / 512);
-});
+gpuTest(
+  "square: p schedule halves at the original's iterations (AutoAttack's: not rescaled by default)",
+  () => {
+    assert.equal(squareP(0.8, 0, 10000), 0.8);
+    assert.equal(squareP(0.8, 10, 10000), 0.8);
+    assert.equal(squareP(0.8, 11, 10000), 0.4);
+    assert.equal(squareP(0.8, 50, 10000), 0.4);
+    assert.equal(squareP(0.8, 51, 10000), 0.2);
+    assert.equal(squareP(0.8, 201, 10000), 0.1);
+    assert.equal(squareP(0.8, 8001, 10000), 0.8 / 512);
+    // 5,000 queries (AutoAttack's): the same iterations; the last halving reached is after 4000.
+    assert.equal(squareP(0.8, 11, 5000), 0.4);
+    assert.equal(squareP(0.8, 4001, 5000), 0.8 / 128);
+    assert.equal(squareP(0.8, 4999, 5000), 0.8 / 128);
+    // Rescaled (square.py's default), 1,000 queries: iteration i counts as i·10 of 10,000.
+    assert.equal(squareP(0.8, 1, 1000, true), 0.8);
+    assert.equal(squareP(0.8, 2, 1000, true), 0.4);
+    assert.equal(squareP(0.8, 999, 1000, true), 0.8 / 512);
+  },
+);
 
 gpuTest("square: L2 window pattern = the original's meta pseudo-Gaussian", () => {
   // s = 3 by hand from the original code: top row [.25, 1.25, .25], bottom rows

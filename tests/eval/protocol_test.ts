@@ -10,7 +10,16 @@
  */
 import assert from "node:assert/strict";
 import { loadDataset } from "../../src/data/by_name.ts";
-import { detectRandomness, evaluateRobustness, uploadPoints } from "../../src/eval/protocol.ts";
+import {
+  detectRandomness,
+  evaluateRobustness,
+  mixSeed,
+  seedAttackedModel,
+  uploadPoints,
+} from "../../src/eval/protocol.ts";
+import { randomStart } from "../../src/attacks/projection.ts";
+import { full } from "../../src/ops/creation.ts";
+import { manualSeed, rand } from "../../src/ops/random.ts";
 import { evaluationPoints } from "../../src/eval/shard.ts";
 import { argmax } from "../../src/ops/reduce_extra.ts";
 import { noGrad } from "../../src/autograd/tape.ts";
@@ -229,4 +238,23 @@ gpuTest("evaluation bound checks flag attacks leaving the ball or the box; order
   result.settings[0].attacks[1].attack = "pgd";
   const ordering = resultChecks(result).find((c) => c.name.startsWith("iterative beats single-step"))!;
   assert.equal(ordering.passed, false, ordering.detail);
+});
+
+gpuTest("protocol: a random defence's noise during an attack is not the attack's own start", async () => {
+  // The attack draws its start from (attackSeed, restart); the defence draws from the default
+  // generator, which seedAttackedModel keys apart. Seeded alike, the two would be the same bits.
+  const attackSeed = mixSeed(7, 0, 1);
+  const shape = [4, 3, 8, 8];
+  const x = full(shape, 0.5); // start = 0.5 + U(-0.5, 0.5), nothing clipped
+  const start = await randomStart(x, { norm: "linf", eps: 0.5 }, attackSeed, { stream: 0 }).toArray();
+  const matching = async () => {
+    const noise = await rand(shape, { low: -0.5, high: 0.5 }).toArray();
+    return start.filter((v, i) => Math.abs(v - 0.5 - noise[i]) < 1e-6).length;
+  };
+  seedAttackedModel(attackSeed);
+  const same = await matching();
+  assert.ok(same < 8, `${same} of ${start.length} elements of the start equal the defence's noise`);
+  manualSeed(attackSeed); // the old seeding, for contrast: every element equal
+  assert.equal(await matching(), start.length);
+  x.dispose();
 });
