@@ -411,7 +411,10 @@ function runDirect(
       // data gradient 1.04-1.2x; compiles as fast as the 16-column tile.
       const wholeRow = wide && pass.qW > 16 && pass.qW < 32 && pass.qW % 4 === 0 &&
         batch * pass.qH * pass.qW >= CONV_TUNING.wholeRowMinPixels;
-      const pxTile = wholeRow ? pass.qW : wide ? 16 : pass.qW >= 8 ? 8 : 4;
+      let pxTile = wholeRow ? pass.qW : wide ? 16 : pass.qW >= 8 ? 8 : 4;
+      // vec4 input loads need each tile's input origin (pxTile / phasesX columns apart for a
+      // phased pass) 4-aligned: 4 columns of input per phase at least.
+      if (inW % 4 === 0) pxTile = Math.max(pxTile, 4 * pass.phasesX);
       // Small maps (<= 8 rows) take 4-row tiles: ~1.4x on 7x7 and 8x8 maps (measured).
       let rows = (wide || pass.qH <= 8) && pass.qH >= 4 ? 4 : pass.qH >= 2 ? 2 : 1;
       if (wholeRow) rows = Math.min(rows, Math.floor(64 / pass.qW));

@@ -44,6 +44,12 @@ const FIXED: Config[] = [
   cfg({ inC: 16, outC: 8, h: 9, w: 20, kh: 1, kw: 1, stride: [2, 2], bias: false }),
   cfg({ inC: 2, outC: 5, h: 12, w: 16, kh: 4, kw: 4, stride: [4, 4] }),
   cfg({ inC: 3, outC: 4, h: 10, w: 11, kh: 3, kw: 3, padding: [1, 1], stride: [3, 3] }),
+  // Phased data gradients whose dy rows are 4 wide (vec4 loads) under a narrow dx: 7 -> 4 at
+  // stride 2 (ResNet's last stage on 28x28), 13 -> 4 at stride 4. A tile's dy origin must stay
+  // 4-aligned (it was not: dx columns 4-6 got dy columns 0-1).
+  cfg({ inC: 3, outC: 4, h: 7, w: 7, kh: 3, kw: 3, padding: [1, 1], stride: [2, 2] }),
+  cfg({ inC: 2, outC: 3, h: 7, w: 7, kh: 1, kw: 1, stride: [2, 2], bias: false }),
+  cfg({ inC: 2, outC: 3, h: 9, w: 13, kh: 1, kw: 1, stride: [4, 4] }),
   // PatchGAN 4x4 stride 2 pad 1; 5x5 pad 2.
   cfg({ batch: 2, inC: 3, outC: 5, h: 10, w: 9, kh: 4, kw: 4, padding: [1, 1], stride: [2, 2] }),
   cfg({ inC: 4, outC: 3, h: 6, w: 7, kh: 5, kw: 5, padding: [2, 2] }),
