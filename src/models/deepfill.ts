@@ -11,15 +11,17 @@
  *   (conv6, conv7..10_atrous, conv11, conv12) · up ×2, conv13_upsample 4w->2w · conv14 ·
  *   up ×2, conv15_upsample 2w->w · conv16 w->w/2 · conv17 (plain conv) w/2->C · tanh = x1.
  *
- * Stage 2 (refinement), input concat(x1·m + image·(1−m), ones, mask):
- *   hallucination branch: xconv1 5×5 C+2->w · /2 w->w · w->2w · /2 2w->2w · 2w->4w · 4w->4w ·
+ * Stage 2 (refinement), input the composite x1·m + image·(1−m) alone (C channels: the TF code
+ * has the concat with ones and mask commented out, `xnow = x`):
+ *   hallucination branch: xconv1 5×5 C->w · /2 w->w · w->2w · /2 2w->2w · 2w->4w · 4w->4w ·
  *     dilations 2, 4, 8, 16;
- *   attention branch: pmconv1 5×5 C+2->w · /2 w->w · w->2w · /2 2w->4w · 4w->4w ·
+ *   attention branch: pmconv1 5×5 C->w · /2 w->w · w->2w · /2 2w->4w · 4w->4w ·
  *     pmconv6 (ReLU-gated) · contextual attention · pmconv9 · pmconv10;
  *   merge: concat (8w) · allconv11 8w->4w · allconv12 · up, 4w->2w · 2w->2w · up, 2w->w ·
  *     w->w/2 · conv w/2->C · tanh = x2.
  *
- * At w = 24, C = 3: 1,631,151 + 2,426,127 = 4,057,278 parameters (ATOP.md: "about 4.05 M").
+ * At w = 24, C = 3: 1,631,151 + 2,421,327 = 4,052,478 parameters (ATOP.md: "about 4.05 M"), as the
+ * TF original.
  *
  * Contextual attention (DeepFill v1, Yu et al. 2018) fills the hole's features by copying
  * features from the known region: every 3×3 feature patch in the hole attends to all 3×3
@@ -216,7 +218,7 @@ class RefinementStage extends Module {
     const g = (name: string, ...args: Parameters<typeof sameGatedConv>) =>
       this.child(name, sameGatedConv(...args));
     this.hallucination = [
-      g("xconv1", c + 2, w, 5),
+      g("xconv1", c, w, 5),
       g("xconv2_downsample", w, w, 3, { stride: 2 }),
       g("xconv3", w, 2 * w, 3),
       g("xconv4_downsample", 2 * w, 2 * w, 3, { stride: 2 }),
@@ -228,7 +230,7 @@ class RefinementStage extends Module {
       g("xconv10_atrous", 4 * w, 4 * w, 3, { dilation: 16 }),
     ];
     this.attentionIn = [
-      g("pmconv1", c + 2, w, 5),
+      g("pmconv1", c, w, 5),
       g("pmconv2_downsample", w, w, 3, { stride: 2 }),
       g("pmconv3", w, 2 * w, 3),
       g("pmconv4_downsample", 2 * w, 4 * w, 3, { stride: 2 }),
@@ -250,13 +252,19 @@ class RefinementStage extends Module {
     }
   }
 
-  /** x = concat(composite image, ones, mask). */
+  /** x = concat(composite image, mask): `refine` with the mask as the last channel. */
   forward(x: Tensor): Tensor {
-    const [, channelsIn, h, w] = x.shape;
+    const c = x.shape[1] - 1;
+    return this.refine(channels(x, 0, c), channels(x, c, 1));
+  }
+
+  /** x = the composite image, mask = the hole (1) [N, 1, H, W]. */
+  refine(x: Tensor, mask: Tensor): Tensor {
+    const [, , h, w] = x.shape;
     const hallucinated = chain(x, this.hallucination);
     let attended = chain(x, this.attentionIn);
     if (this.#kernels) {
-      const valid = validPatches(channels(x, channelsIn - 1, 1));
+      const valid = validPatches(mask);
       attended = contextualAttention(attended, valid, this.#kernels, this.attentionScale);
     }
     attended = chain(attended, this.attentionOut);
@@ -273,7 +281,7 @@ class RefinementStage extends Module {
   }
 }
 
-/** Default width: 4,057,278 parameters for C = 3 (4,049,642 for C = 1). */
+/** Default width: 4,052,478 parameters for C = 3 (4,044,842 for C = 1). */
 export const DEEPFILL_DEFAULT_WIDTH = 24;
 
 export class DeepFillGenerator extends Module {
@@ -302,11 +310,11 @@ export class DeepFillGenerator extends Module {
   forwardStages(x: Tensor): { x1: Tensor; x2: Tensor } {
     const c = this.channels;
     checkGeneratorInput("DeepFillGenerator", x, c);
-    const image = channels(x, 0, c), onesAndMask = channels(x, c, 2), mask = channels(x, c + 1, 1);
+    const image = channels(x, 0, c), mask = channels(x, c + 1, 1);
     const x1 = this.stage1.forward(x);
     // Keep the known pixels, take the coarse guess in the hole.
     const composite = add(mul(x1, mask), mul(image, rsubScalar(mask, 1)));
-    const x2 = this.stage2.forward(concat([composite, onesAndMask], 1));
+    const x2 = this.stage2.refine(composite, mask);
     return { x1, x2 };
   }
 
