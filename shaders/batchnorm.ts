@@ -47,9 +47,10 @@ function unitType(vec4: boolean): string {
   return vec4
     ? `alias T = vec4<f32>;
 fn hsum(v: T) -> f32 { return v.x + v.y + v.z + v.w; }
-fn relu(v: T) -> T { return vec4<f32>(keep_nan(v.x, max(v.x, 0.0)), keep_nan(v.y, max(v.y, 0.0)),
-  keep_nan(v.z, max(v.z, 0.0)), keep_nan(v.w, max(v.w, 0.0))); }
-${keepNanWgsl}`
+fn relu(v: T) -> T {
+  let nan = (bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
+  return select(max(v, T(0.0)), v, nan);
+}`
     : `alias T = f32;
 fn hsum(v: T) -> f32 { return v; }
 fn relu(v: T) -> T { return keep_nan(v, max(v, 0.0)); }
