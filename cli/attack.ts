@@ -35,7 +35,7 @@ import { runSanityChecks, type SanityReport } from "../src/eval/sanity.ts";
 import { evaluationPoints, mergeResults, parseShard, type ShardMode } from "../src/eval/shard.ts";
 import { buildClassifier, readClassifierCheckpoint } from "../src/train/classifier.ts";
 
-import { helpText, type OptionTable, parseOptions, UsageError } from "../src/train/options.ts";
+import { helpText, type OptionTable, parseOptions, parseSeeds, UsageError } from "../src/train/options.ts";
 import { Progress } from "../src/train/progress.ts";
 import { CHECKPOINT_OPTIONS, runCommand } from "./common.ts";
 import { join } from "node:path";
@@ -116,14 +116,6 @@ const USAGE = `usage: deno task attack --checkpoint <file> (--attack <name> | --
 Attacks: ${attackNames().map((n) => `${n} (${getAttack(n).describe})`).join(";\n  ")}
 Suites: ${suiteNames().map((n) => `${n}: ${getSuite(n).describe}`).join(";\n  ")}`;
 
-function parseSeeds(text: string): number[] {
-  const seeds = text.split(",").map((s) => Number(s.trim()));
-  if (seeds.length === 0 || seeds.some((s) => !Number.isInteger(s) || s < 0)) {
-    throw new UsageError(`--seeds '${text}': expected non-negative integers separated by commas, e.g. 0,1,2`);
-  }
-  return seeds;
-}
-
 async function merge(files: string[], out: string | null): Promise<void> {
   if (files.length === 0) throw new UsageError("merge: give the shard result.json files to merge");
   if (!out) throw new UsageError("merge: --out <folder> is required");
@@ -159,7 +151,9 @@ await runCommand(async () => {
     await merge(positionals, values.out as string | null);
     return;
   }
-  const { values, explicit, help } = await parseOptions(OPTIONS, Deno.args);
+  const { values, explicit: onCommandLine, fromConfig, help } = await parseOptions(OPTIONS, Deno.args);
+  // Chosen by the user, on the command line or in --config (against the defaults).
+  const explicit = new Set([...onCommandLine, ...fromConfig]);
   if (help) {
     console.log(helpText(USAGE, OPTIONS));
     return;

@@ -22,7 +22,7 @@ await runCommand(async () => {
     return;
   }
   const [name] = positionals;
-  if (!name || !(name in DATASETS) || positionals.length > 1) throw new UsageError(USAGE);
+  if (!name || !Object.hasOwn(DATASETS, name) || positionals.length > 1) throw new UsageError(USAGE);
   if (name === "cifar10" || name === "cifar100") {
     const folder = await downloadCifar(name, values.dir as string);
     console.log(`${name} ready in ${folder}`);

@@ -26,7 +26,7 @@ export const DATASETS = {
 export type DatasetName = keyof typeof DATASETS;
 
 export function isDatasetName(name: string): name is DatasetName {
-  return name in DATASETS;
+  return Object.hasOwn(DATASETS, name);
 }
 
 /** Loads a split of a named dataset (CIFAR from `dataDir`). */

@@ -3,7 +3,7 @@
  * error handling, and the shared services every op uses (buffer pool, pipeline cache,
  * uniform cache, batched encoder, operand textures and the copies kept in them, readback).
  */
-import { BufferPool, type PoolStats } from "./buffer_pool.ts";
+import { BufferPool, type PoolStats, sizeClass } from "./buffer_pool.ts";
 import { BatchedEncoder } from "./encoder.ts";
 import { DeviceLostError, GpuError, NoAdapterError } from "./errors.ts";
 import { OPERAND_TEXTURE_WIDTH } from "../../shaders/common.ts";
@@ -52,6 +52,9 @@ const WANTED_LIMITS = [
 ] as const;
 
 const OPTIONAL_FEATURES: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
+
+/** Free readback (staging) buffers kept between reads. */
+const MAX_FREE_STAGING = 4;
 
 export class Gpu {
   readonly pool: BufferPool;
@@ -154,6 +157,25 @@ export class Gpu {
     entryPoint = "main",
   ): void {
     if (this.#lost) throw this.#lost;
+    // WebGPU reports validation errors later, on the event loop, when later ops are recorded
+    // already: an error scope around this op's pipeline and bind group names the op that failed.
+    this.device.pushErrorScope("validation");
+    try {
+      this.#record(op, source, bindings, workgroups, entryPoint);
+    } finally {
+      this.device.popErrorScope().then((error) => {
+        if (error) this.#pendingError ??= new GpuError(this.adapterName, "validation", error.message, op);
+      }, () => {}); // a lost device rejects; device.lost reports that
+    }
+  }
+
+  #record(
+    op: string,
+    source: string,
+    bindings: Binding[],
+    workgroups: readonly number[],
+    entryPoint: string,
+  ): void {
     const { pipeline, layout } = this.pipelines.get(op, source, entryPoint);
     const entries: GPUBindGroupEntry[] = bindings.map((b, binding) => {
       // A storage buffer the dispatch may write: copies of its old data are no longer valid.
@@ -234,12 +256,7 @@ export class Gpu {
   async read(buffer: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
     this.throwIfFailed();
     const size = Math.max(4, Math.ceil(bytes / 4) * 4);
-    const index = this.#staging.findIndex((s) => s.size >= size);
-    const staging = index >= 0 ? this.#staging.splice(index, 1)[0] : this.device.createBuffer({
-      size,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-      label: "readback",
-    });
+    const staging = this.#takeStaging(size);
     this.encoder.copy(buffer, staging, size);
     this.encoder.flush();
     try {
@@ -251,8 +268,32 @@ export class Gpu {
     const out = staging.getMappedRange(0, size).slice(0, bytes);
     staging.unmap();
     this.#staging.push(staging);
+    // Reads in flight each hold their own; past a few free ones, the smallest go.
+    this.#staging.sort((a, b) => a.size - b.size);
+    while (this.#staging.length > MAX_FREE_STAGING) this.#staging.shift()!.destroy();
     this.throwIfFailed();
     return out;
+  }
+
+  /**
+   * A free readback buffer of at least `size` bytes (the smallest that fits), or a new one of its
+   * size class; free ones too small for it are destroyed (a larger read supersedes them).
+   */
+  #takeStaging(size: number): GPUBuffer {
+    const index = this.#staging.findIndex((s) => s.size >= size);
+    if (index >= 0) return this.#staging.splice(index, 1)[0];
+    for (const s of this.#staging) s.destroy();
+    this.#staging = [];
+    return this.device.createBuffer({
+      size: sizeClass(size),
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      label: "readback",
+    });
+  }
+
+  /** Bytes of the free readback buffers kept for the next reads. */
+  get stagingBytes(): number {
+    return this.#staging.reduce((sum, s) => sum + s.size, 0);
   }
 
   /** Waits until the GPU has finished all submitted work (for timing). */
@@ -263,8 +304,12 @@ export class Gpu {
   }
 
   /** The buffer pool's counters, and the bytes of operand textures (scratch copies, reused). */
-  memory(): PoolStats & { operandTextureBytes: number } {
-    return { ...this.pool.stats(), operandTextureBytes: this.operandTextures.bytesAllocated };
+  memory(): PoolStats & { operandTextureBytes: number; stagingBytes: number } {
+    return {
+      ...this.pool.stats(),
+      operandTextureBytes: this.operandTextures.bytesAllocated,
+      stagingBytes: this.stagingBytes,
+    };
   }
 
   destroy(): void {

@@ -119,11 +119,9 @@ export async function loadCheckpoint(path: string): Promise<Checkpoint> {
     bytes = await Deno.readFile(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
-      throw new Error(
-        `loadCheckpoint: no checkpoint at ${path}; check the --resume path, or start training ` +
-          `from scratch by running without --resume`,
-        { cause: e },
-      );
+      throw new Error(`loadCheckpoint: no checkpoint at ${path} (no such file; check the path)`, {
+        cause: e,
+      });
     }
     throw new Error(`loadCheckpoint: could not read ${path}: ${(e as Error).message}`, { cause: e });
   }

@@ -22,14 +22,30 @@ export function keep<T extends Disposable>(t: T): T {
   return t;
 }
 
-/** Collects the tensors inside a returned value (a tensor, array or plain object of them). */
+/** How deep `collectTensors` looks into a returned value. */
+const MAX_RETURN_DEPTH = 32;
+
+/**
+ * Collects the tensors inside a returned value (a tensor, or arrays, plain objects, Maps and
+ * Sets of them). Deeper than MAX_RETURN_DEPTH it throws: a tensor it missed would be disposed
+ * and handed back dead.
+ */
 export function collectTensors(value: unknown, out: Set<Disposable>, depth = 0): void {
-  if (depth > 4 || value === null || typeof value !== "object") return;
+  if (value === null || typeof value !== "object") return;
   if ("dispose" in value && "id" in value && "isDisposed" in value) {
     out.add(value as Disposable);
     return;
   }
-  const items = Array.isArray(value) ? value : Object.values(value);
+  if (depth >= MAX_RETURN_DEPTH) {
+    throw new Error(
+      `tidy: the returned value nests deeper than ${MAX_RETURN_DEPTH} levels; return its tensors nearer the top`,
+    );
+  }
+  const items = Array.isArray(value) || value instanceof Set
+    ? value
+    : value instanceof Map
+    ? value.values()
+    : Object.values(value);
   for (const v of items) collectTensors(v, out, depth + 1);
 }
 
@@ -46,11 +62,16 @@ export function tidy<T>(fn: () => T): T {
     throw e;
   }
   scopes.pop();
-  if (result instanceof Promise) {
-    throw new Error("tidy(fn): fn must be synchronous; await outside the scope");
-  }
   const returned = new Set<Disposable>();
-  collectTensors(result, returned);
+  try {
+    if (result instanceof Promise) {
+      throw new Error("tidy(fn): fn must be synchronous; await outside the scope");
+    }
+    collectTensors(result, returned);
+  } catch (e) {
+    for (const t of scope) if (!t.isDisposed) t.dispose();
+    throw e;
+  }
   for (const t of scope) {
     if (returned.has(t)) scopes[scopes.length - 1]?.add(t);
     else if (!t.isDisposed) t.dispose();

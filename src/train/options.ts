@@ -81,6 +81,8 @@ export interface ParsedCommand {
   explicit: Set<string>;
   /** The `--config` file, if one was given. */
   configFile: string | null;
+  /** Keys the `--config` file set. */
+  fromConfig: Set<string>;
   help: boolean;
   positionals: string[];
 }
@@ -106,6 +108,7 @@ export async function parseOptions(
     throw new UsageError(`${(e as Error).message.split("\n")[0]} (see --help)`);
   }
   const values: OptionValues = {};
+  const fromConfig = new Set<string>();
   for (const [key, spec] of Object.entries(table)) values[key] = spec.default;
   const flags = parsed.values as Record<string, string | boolean | undefined>;
   if (typeof flags.config === "string") {
@@ -126,6 +129,7 @@ export async function parseOptions(
         );
       }
       values[key] = coerce(key, spec, raw, flags.config);
+      fromConfig.add(key);
     }
   }
   const explicit = new Set<string>();
@@ -144,9 +148,20 @@ export async function parseOptions(
     values,
     explicit,
     configFile: typeof flags.config === "string" ? flags.config : null,
+    fromConfig,
     help: flags.help === true,
     positionals: parsed.positionals,
   };
+}
+
+/** `--seeds 0,1,2`: non-negative integers separated by commas (no empty items). */
+export function parseSeeds(text: string): number[] {
+  const parts = text.split(",").map((s) => s.trim());
+  const seeds = parts.map(Number);
+  if (parts.some((s) => !/^\d+$/.test(s)) || seeds.some((s) => !Number.isSafeInteger(s))) {
+    throw new UsageError(`--seeds '${text}': expected non-negative integers separated by commas, e.g. 0,1,2`);
+  }
+  return seeds;
 }
 
 /** The --help text: every option with its default. */

@@ -14,6 +14,7 @@
  */
 import type { Batch, DataLoader } from "../data/loader.ts";
 import { type Checkpoint, loadCheckpoint, loadIntoTensors, saveCheckpoint } from "../io/checkpoint.ts";
+import { pathExists } from "../io/paths.ts";
 import type { Module } from "../nn/module.ts";
 import { add } from "../ops/arithmetic.ts";
 import { fromArray, zeros } from "../ops/creation.ts";
@@ -197,6 +198,12 @@ export async function runStage(
   let resumed: RunningSums | undefined;
 
   if (options.resume) {
+    if (!(await pathExists(checkpointPath))) {
+      throw new Error(
+        `cannot resume: no checkpoint at ${checkpointPath}; check the run folder (--out), or start ` +
+          "training from scratch by running without --resume",
+      );
+    }
     const ckpt = await loadCheckpoint(checkpointPath);
     const differs = configDifferences(ckpt.metadata.config as object | undefined, config);
     if (differs.length) {

@@ -103,27 +103,63 @@ gpuTest("pipeline cache: the same shader source compiles once", (gpu) => {
   x.dispose();
 });
 
-gpuTest("validation errors surface at the next sync, naming the op and the adapter", async (gpu) => {
-  const bad = "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }";
-  // WebGPU reports shader errors asynchronously; the next sync point throws them.
-  launch("broken_kernel", bad, [], [1]);
-  let error: Error | null = null;
-  for (let i = 0; i < 20 && !error; i++) {
-    try {
-      await gpu.sync();
-      await new Promise((r) => setTimeout(r, 10));
-    } catch (e) {
-      error = e as Error;
-    }
-  }
-  assert.ok(error, "the validation error was reported");
-  assert.match(error.message, /in op 'broken_kernel'/);
-  assert.match(error.message, /parsing error/);
-  assert.ok(error.message.includes(gpu.adapterName));
-});
+gpuTest(
+  "validation errors surface at the next sync, naming the op that failed and the adapter",
+  async (gpu) => {
+    /** The error the next syncs throw. */
+    const nextError = async () => {
+      for (let i = 0; i < 20; i++) {
+        try {
+          await gpu.sync();
+          await new Promise((r) => setTimeout(r, 10));
+        } catch (e) {
+          return e as Error;
+        }
+      }
+      return null;
+    };
+    const x = fromArray([1, 2, 3]);
+    // WebGPU reports these asynchronously, after the ops recorded next (here an add): the error
+    // must still name the op that failed, not the last one recorded.
+    const bad = "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }";
+    launch("broken_kernel", bad, [], [1]);
+    tidy(() => add(x, x));
+    const error = await nextError();
+    assert.ok(error, "the shader error was reported");
+    assert.match(error.message, /in op 'broken_kernel'/);
+    assert.match(error.message, /parsing error/);
+    assert.ok(error.message.includes(gpu.adapterName));
+    // A bind group that does not match its layout (one binding of two).
+    const twoBindings = `@group(0) @binding(0) var<storage, read_write> o: array<f32>;
+@group(0) @binding(1) var<storage, read_write> q: array<f32>;
+@compute @workgroup_size(1) fn main() { o[0] = q[0]; }`;
+    launch("one_binding_short", twoBindings, [x], [1]);
+    tidy(() => add(x, x));
+    const bindError = await nextError();
+    assert.ok(bindError, "the bind group error was reported");
+    assert.match(bindError.message, /in op 'one_binding_short'/);
+    x.dispose();
+  },
+);
 
 gpuTest("params: integers are range-checked", () => {
   assert.throws(() => params().u32(-1), /not a u32/);
   assert.throws(() => params().i32(2 ** 31), /not an i32/);
   assert.equal(params().u32(1).f32(0.5).bytes().byteLength, 16);
+});
+
+gpuTest("readback: staging buffers do not pile up as reads grow, and memory() counts them", async (gpu) => {
+  let largest = 0;
+  for (let k = 1; k <= 30; k++) {
+    const t = zeros([k * 20_000]); // up to 2.4 MB: larger than any read before in this file
+    assert.equal((await t.toArray()).length, k * 20_000);
+    largest = k * 80_000;
+    t.dispose();
+  }
+  const { stagingBytes } = gpu.memory();
+  assert.ok(stagingBytes >= largest, `the last read's buffer is kept: ${stagingBytes} bytes`);
+  assert.ok(
+    stagingBytes <= 2 * largest,
+    `${stagingBytes} bytes of staging kept after reads of at most ${largest}`,
+  );
 });

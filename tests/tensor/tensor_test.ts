@@ -72,6 +72,17 @@ gpuTest("tidy: frees intermediates, keeps what is returned or kept, frees on thr
   const nested = tidy(() => tidy(() => add(x, x)));
   assert.ok(!nested.isDisposed, "returned through two scopes");
   nested.dispose();
+  // Returned deep inside objects, Maps and Sets: kept; too deep to look: an error, nothing leaked.
+  const deep = tidy(() => ({ a: { b: { c: { d: { e: [new Map([["t", new Set([add(x, x)])]])] } } } } }));
+  const [inner] = deep.a.b.c.d.e[0].get("t")!;
+  assert.ok(!inner.isDisposed, "a tensor 7 levels down is returned alive");
+  inner.dispose();
+  const chain = (depth: number): unknown => depth === 0 ? add(x, x) : { next: chain(depth - 1) };
+  assert.throws(() => tidy(() => chain(40)), /tidy: the returned value nests deeper than 32 levels/);
+  assert.equal(gpu.memory().bytesInUse, base, "the too-deep value's tensors are freed");
+  // An async fn is refused, and what it made before its first await is freed.
+  assert.throws(() => tidy(() => (add(x, x), Promise.resolve(1))), /must be synchronous/);
+  assert.equal(gpu.memory().bytesInUse, base, "the async fn's tensors are freed");
   x.dispose();
 });
 

@@ -66,6 +66,6 @@ gpuTest("classifier: resuming with a different config is refused, naming the dif
   );
   await assert.rejects(
     () => trainClassifier(tiny, new RunFolder(dir + "/nothing"), { ...quiet, resume: true }),
-    /no checkpoint at .*nothing\/checkpoints\/classifier\.safetensors/,
+    /cannot resume: no checkpoint at .*nothing\/checkpoints\/classifier\.safetensors; .*without --resume/,
   );
 });
