@@ -121,11 +121,18 @@ async function merge(files: string[], out: string | null): Promise<void> {
   if (!out) throw new UsageError("merge: --out <folder> is required");
   const results: EvalResult[] = [];
   for (const f of files) {
+    let result: EvalResult;
     try {
-      results.push(JSON.parse(await Deno.readTextFile(f)) as EvalResult);
+      result = JSON.parse(await Deno.readTextFile(f)) as EvalResult;
     } catch (e) {
       throw new UsageError(`merge: cannot read ${f}: ${(e as Error).message}`);
     }
+    if (result?.format !== "atop-robust-eval/1" || !Array.isArray(result.settings)) {
+      throw new UsageError(
+        `merge: ${f} is not a result.json of \`deno task attack\` (format atop-robust-eval/1)`,
+      );
+    }
+    results.push(result);
   }
   const merged = mergeResults(results);
   await Deno.mkdir(out, { recursive: true });
