@@ -303,7 +303,10 @@ export class Gpu {
     this.throwIfFailed();
   }
 
-  /** The buffer pool's counters, and the bytes of operand textures (scratch copies, reused). */
+  /**
+   * The buffer pool's counters, and the bytes of operand textures (scratch copies, reused) and
+   * of the free readback buffers.
+   */
   memory(): PoolStats & { operandTextureBytes: number; stagingBytes: number } {
     return {
       ...this.pool.stats(),
