@@ -244,7 +244,7 @@ export function markdownReport(result: EvalResult, title = "Robust evaluation"):
       c.sequential ? "; sequential (attacks run on the points still robust)" : ""
     }`,
     `- sample size: n = ${n} (1 sigma = ${sigma(0.5)} points at p = 0.5, ${sigma(0.9)} at p = 0.9)` +
-    `${c.seeds.length > 1 ? "; ± is the std over attack seeds" : ""}`,
+    `${c.seeds.length > 1 ? "; ± is the sample std (n − 1) over attack seeds" : ""}`,
     `- wall time ${result.seconds.toFixed(1)} s`,
     "",
     accuracyTable(result),

@@ -13,8 +13,8 @@ import type { Model } from "../attacks/types.ts";
 import { add, addScalar, mulScalar, subScalar } from "../ops/arithmetic.ts";
 import { l1Loss } from "../ops/loss.ts";
 import type { Module } from "../nn/module.ts";
-import { CoarseGenerator } from "../models/generator.ts";
-import { DeepFillGenerator } from "../models/deepfill.ts";
+import { COARSE_DEFAULT_WIDTH, CoarseGenerator } from "../models/generator.ts";
+import { DEEPFILL_DEFAULT_WIDTH, DeepFillGenerator } from "../models/deepfill.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { RandomTransform, RtDraw } from "./transforms.ts";
 
@@ -34,6 +34,11 @@ export interface PurifierConfig {
   width?: number;
   /** DeepFill's contextual attention (default: on real GPUs only). */
   contextualAttention?: boolean;
+}
+
+/** The base width a purifier config builds (its own, or the kind's default). */
+export function purifierWidth(config: PurifierConfig): number {
+  return config.width ?? (config.kind === "deepfill" ? DEEPFILL_DEFAULT_WIDTH : COARSE_DEFAULT_WIDTH);
 }
 
 /** Builds a purifier for images of `channels` channels. */

@@ -289,6 +289,15 @@ export interface RtConfig {
   fixedRandomness?: { seed: number; stream?: number };
 }
 
+/** The settings a transform uses, in words (those it ignores left out): for reports. */
+export function describeRt(cfg: RtConfig): string {
+  const { kind, grid = 4, missing = 0.25, sigma = 0.25, copies = 4 } = cfg;
+  const blocks = `${grid}×${grid} grid`;
+  if (kind === "rt1") return `rt1 (${blocks}, ${100 * missing} % missing, no noise)`;
+  if (kind === "rt2") return `rt2 (σ ${sigma}, ${blocks}, ${100 * missing} % missing)`;
+  return `rt3 (σ ${sigma}, ${blocks}, ${copies} complementary masks, 1/${copies} missing each)`;
+}
+
 /** One draw of a transform's randomness, reusable by several branches. The caller disposes it. */
 export interface RtDraw {
   kind: RtKind;

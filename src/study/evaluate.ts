@@ -299,6 +299,7 @@ export async function evaluateStudy(
         threats: [linf],
         attacks: attacks.S,
       });
+      finishCall();
       options.onExamples?.(spec.key, s.examples);
       const u = await evaluateRobustness({
         ...common,
@@ -306,6 +307,7 @@ export async function evaluateStudy(
         threats: [l2],
         attacks: attacks.unseen,
       });
+      finishCall();
       const results: Record<Group, { result: EvalResult; threat: ThreatModel; protocol: "B" | "S" }> = {
         B: { result: b.result, threat: linf, protocol: "B" },
         S: { result: s.result, threat: linf, protocol: "S" },

@@ -163,7 +163,8 @@ export function studyConfig(values: OptionValues): StudyConfig {
   set<number>(v.atSteps, (n) => c.at && (c.at.advSteps = n));
   set<"classifier" | "scratch">(v.atInit, (x) => c.atInit = x);
   set<"coarse" | "deepfill">(v.generator, (k) => {
-    c.pretrain.purifier = { kind: k };
+    // Another kind starts from its own default width; the same kind keeps the profile's.
+    c.pretrain.purifier = k === c.pretrain.purifier.kind ? c.pretrain.purifier : { kind: k };
     c.atop.purifier = c.pretrain.purifier;
   });
   set<number>(v.generatorWidth, (w) => {

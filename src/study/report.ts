@@ -12,6 +12,8 @@ import type { RunFolder } from "../train/run_folder.ts";
 import type { StudyConfig } from "./config.ts";
 import type { Cell, Comparison, RowResult } from "./evaluate.ts";
 import type { StageRecord } from "./run.ts";
+import { purifierWidth } from "../purify/pipeline.ts";
+import { describeRt } from "../purify/transforms.ts";
 
 export interface Finding {
   claim: string;
@@ -186,16 +188,13 @@ export function studyMarkdown(report: StudyReport): string {
     "",
     `Adapter: ${report.adapter}. Wall time: ${(report.wallSeconds / 60).toFixed(1)} min. ` +
     `Dataset: ${report.config.dataset}; classifier ${report.config.classifier.model}; purifier ` +
-    `${report.config.pretrain.purifier.kind} (width ${report.config.pretrain.purifier.width}); transform ` +
-    `${report.config.pretrain.rt.kind} (σ ${report.config.pretrain.rt.sigma}, ${report.config.pretrain.rt.grid}×` +
-    `${report.config.pretrain.rt.grid} grid, ${
-      100 * (report.config.pretrain.rt.missing ?? 0.25)
-    } % missing).`,
+    `${report.config.pretrain.purifier.kind} (width ${purifierWidth(report.config.pretrain.purifier)}); ` +
+    `transform ${describeRt(report.config.pretrain.rt)}.`,
     "",
     "## Comparison",
     "",
     `Accuracy in % on the same ${c.points} class-balanced test points. Purifier rows are random: single-draw ` +
-    `accuracy over R = ${c.draws} fresh draws, mean ± std over ${c.seeds.length} attack seeds (majority-vote ` +
+    `accuracy over R = ${c.draws} fresh draws, mean ± sample std (n − 1) over ${c.seeds.length} attack seeds (majority-vote ` +
     `accuracy in report.json). **B**: attacks on the classifier alone, then purified (what the AToP notebooks ` +
     `report; an upper bound). **S**: full-gradient attacks through transform, purifier and classifier, each ` +
     `gradient averaged over EOT ${e.eot} fresh draws (deterministic rows: EOT 1). **unseen**: threats no row ` +

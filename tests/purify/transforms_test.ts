@@ -6,6 +6,7 @@ import {
   blockMask,
   combineRt3,
   complementaryMasks,
+  describeRt,
   disposeRtDraw,
   drawRt,
   maskedInput,
@@ -349,6 +350,15 @@ gpuTest("RandomTransform: fresh draws per call, frozen randomness, shared draws"
   const { input, mask } = rt1(x);
   assert.deepEqual(input.shape, [2, 3, 8, 8]);
   assert.deepEqual(mask.shape, [2, 1, 8, 8]);
+});
+
+Deno.test("describeRt: each transform names the settings it uses, not those it ignores", () => {
+  assert.equal(describeRt({ kind: "rt1", sigma: 0.5 }), "rt1 (4×4 grid, 25 % missing, no noise)");
+  assert.equal(describeRt({ kind: "rt2", missing: 0.5 }), "rt2 (σ 0.25, 4×4 grid, 50 % missing)");
+  assert.equal(
+    describeRt({ kind: "rt3", missing: 0.5, copies: 2, grid: 8 }),
+    "rt3 (σ 0.25, 8×8 grid, 2 complementary masks, 1/2 missing each)",
+  );
 });
 
 gpuTest("errors name the op and the fix", () => {

@@ -187,6 +187,12 @@ Deno.test("study options: overrides reach every stage they concern, null keeps t
   assert.equal(c.atop.purifier.width, 6);
   assert.deepEqual(c.atopModes, ["adaptive"]);
   assert.equal(c.classifier.seed, 5);
+  // --generator: the profile's width for the same kind, the kind's default for another.
+  const tiny = buildProfile("tiny").pretrain.purifier;
+  assert.deepEqual(studyConfig(values({ profile: "tiny", generator: tiny.kind })).pretrain.purifier, tiny);
+  assert.deepEqual(studyConfig(values({ profile: "tiny", generator: "deepfill" })).atop.purifier, {
+    kind: "deepfill",
+  });
   for (const profile of profileNames()) {
     const config = studyConfig(values({ profile }));
     assert.equal(checkSavedConfig(config, "config.json"), config, `profile ${profile} passes its check`);
