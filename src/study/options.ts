@@ -95,7 +95,8 @@ export const RESUME_KEYS = ["out", "resume", "stages", "stopAfterSteps"];
 /**
  * A study config read back from a run folder (`--resume`), checked against a fresh build of its
  * profile: every setting the profile has must be there with the same kind of value (null, for an
- * optional setting unset, goes with any), or the error names the file and the setting.
+ * optional setting unset, goes with any; a thing of another kind, e.g. purifier, only needs its
+ * kind), or the error names the file and the setting.
  */
 export function checkSavedConfig(saved: StudyConfig, file: string): StudyConfig {
   const bad = (what: string) => {
@@ -112,6 +113,12 @@ export function checkSavedConfig(saved: StudyConfig, file: string): StudyConfig 
     if (h === "undefined") bad(`'${path}' is missing (${an(w)} in profile ${profile})`);
     if (h === "null" || w === "null") return; // an optional setting, unset on one side
     if (h !== w) bad(`'${path}' must be ${an(w)}, got ${JSON.stringify(have)}`);
+    // Another kind of a thing (a purifier, a transform) has its own settings: only its kind is checked.
+    const kindOf = (v: unknown) => (v as { kind?: unknown }).kind;
+    if (w === "object" && kindOf(want) !== undefined && kindOf(have) !== kindOf(want)) {
+      walk(kindOf(have), kindOf(want), `${path}.kind`);
+      return;
+    }
     if (w === "object") {
       for (const [key, value] of Object.entries(want as Record<string, unknown>)) {
         walk((have as Record<string, unknown>)[key], value, `${path}.${key}`);

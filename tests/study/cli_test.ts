@@ -198,6 +198,13 @@ Deno.test("study options: overrides reach every stage they concern, null keeps t
     assert.equal(checkSavedConfig(config, "config.json"), config, `profile ${profile} passes its check`);
   }
   assert.equal(checkSavedConfig(c, "config.json"), c, "so does one with overrides");
+  const other = studyConfig(values({ profile: "tiny", generator: "deepfill", rt: "rt1" }));
+  assert.equal(checkSavedConfig(other, "config.json"), other, "and one with another purifier and transform");
+  assert.throws(
+    () =>
+      checkSavedConfig({ ...other, atop: { ...other.atop, purifier: {} } } as typeof other, "config.json"),
+    /'config\.atop\.purifier\.kind' is missing/,
+  );
   assert.throws(
     () => checkSavedConfig({ ...c, atopModes: "adaptive" } as unknown as typeof c, "run/config.json"),
     /run\/config\.json: 'config\.atopModes' must be an array, got "adaptive"/,
