@@ -402,8 +402,9 @@ function runDirect(
       // Wide grids take 16x4 tiles: a weight load (a uniform gather on llvmpipe) serves every pixel
       // of the tile and an input load every channel, and loads, not FMAs, set this kernel's speed.
       // Measured against 8x2 tiles (forward, 16 channels per invocation): 64->64 @32x32
-      // 37.9 -> 49.8 GFLOP/s, 32->32 @16x16 31.9 -> 45.1, 16->16 @32x32 25.1 -> 32.6. Not for the
-      // data-gradient phases of a strided conv (1-4 taps each): no faster there.
+      // 37.9 -> 49.8 GFLOP/s, 32->32 @16x16 31.9 -> 45.1, 16->16 @32x32 25.1 -> 32.6. Not for a
+      // data-gradient pass of one phase of a strided conv (1-4 taps each): no faster there. A
+      // pass holding every phase (stride 2 or 4) has every tap, and takes them.
       const wide = pass.qW >= 16 && pass.taps.flat().length === tapCount;
       // Rows of 20, 24 or 28 columns would leave a 16-wide tile partly outside the grid (28:
       // 4 of 32 columns computed for nothing): such rows are one tile wide, with fewer rows.
