@@ -62,6 +62,11 @@ fn is_nan(v: f32) -> bool {
 export const keepNanWgsl = /* wgsl */ `${isNanWgsl}
 fn keep_nan(v: f32, r: f32) -> f32 { return select(r, v, is_nan(v)); }`;
 
+/** WGSL `max_nan(a, b)`, `min_nan(a, b)` (with keep_nan): NaN if either is, as PyTorch's. */
+export const extremumNanWgsl = /* wgsl */ `${keepNanWgsl}
+fn max_nan(a: f32, b: f32) -> f32 { return keep_nan(a, keep_nan(b, max(a, b))); }
+fn min_nan(a: f32, b: f32) -> f32 { return keep_nan(a, keep_nan(b, min(a, b))); }`;
+
 /**
  * Memoises a shader generator by its arguments (JSON). Kernels are dispatched thousands of
  * times per epoch with a handful of distinct specialisations, so a 30 KB conv source is built

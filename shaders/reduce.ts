@@ -19,7 +19,7 @@
  * Both are deterministic: the order of additions depends only on the shapes, never on timing
  * (no atomics).
  */
-import { flatIndex, isNanWgsl, memoizeShader, WORKGROUP_1D } from "./common.ts";
+import { extremumNanWgsl, flatIndex, memoizeShader, WORKGROUP_1D } from "./common.ts";
 
 export const REDUCE_MAX_RANK = 8;
 
@@ -41,8 +41,8 @@ const INIT: Record<ReduceKind, string> = {
 };
 const COMBINE: Record<ReduceKind, (a: string, b: string) => string> = {
   sum: (a, b) => `${a} + ${b}`,
-  max: (a, b) => `max_or_nan(${a}, ${b})`,
-  min: (a, b) => `min_or_nan(${a}, ${b})`,
+  max: (a, b) => `max_nan(${a}, ${b})`,
+  min: (a, b) => `min_nan(${a}, ${b})`,
 };
 
 const DIMS = REDUCE_MAX_RANK / 4;
@@ -64,9 +64,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-${isNanWgsl}
-fn max_or_nan(a: f32, b: f32) -> f32 { return select(max(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
-fn min_or_nan(a: f32, b: f32) -> f32 { return select(min(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
+${extremumNanWgsl}
 
 // Offset of output o's first element: o's coordinates in the kept dimensions times their
 // strides. The outermost dimension needs no modulo.

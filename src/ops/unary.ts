@@ -10,7 +10,7 @@
 import { record } from "../autograd/tape.ts";
 import { ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { keepNanWgsl } from "../../shaders/common.ts";
+import { extremumNanWgsl, keepNanWgsl } from "../../shaders/common.ts";
 import { mapElements } from "./elementwise.ts";
 import { sumToShape } from "./reduce_axes.ts";
 
@@ -159,8 +159,8 @@ export function minimum(a: Tensor, b: Tensor): Tensor {
 
 function extremum(op: string, wins: ">" | "<", a: Tensor, b: Tensor): Tensor {
   // NaN wins, as in PyTorch.
-  const out = mapElements(op, `keep_nan(a, keep_nan(b, ${wins === ">" ? "max" : "min"}(a, b)))`, [a, b], {
-    helpers: keepNanWgsl,
+  const out = mapElements(op, `${wins === ">" ? "max" : "min"}_nan(a, b)`, [a, b], {
+    helpers: extremumNanWgsl,
   });
   // Share of dy for the first operand (`b` here) against the second (`c`): 1, 1/2 or 0.
   const share = (mine: string, other: string) =>

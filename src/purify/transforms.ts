@@ -289,9 +289,15 @@ export interface RtConfig {
   fixedRandomness?: { seed: number; stream?: number };
 }
 
+/** A transform's settings with the defaults filled in (see RtConfig). */
+function rtSettings(cfg: RtConfig) {
+  const { kind, grid = 4, missing = 0.25, sigma = 0.25, copies = 4 } = cfg;
+  return { kind, grid, missing, sigma, copies };
+}
+
 /** The settings a transform uses, in words (those it ignores left out): for reports. */
 export function describeRt(cfg: RtConfig): string {
-  const { kind, grid = 4, missing = 0.25, sigma = 0.25, copies = 4 } = cfg;
+  const { kind, grid, missing, sigma, copies } = rtSettings(cfg);
   const blocks = `${grid}×${grid} grid`;
   if (kind === "rt1") return `rt1 (${blocks}, ${100 * missing} % missing, no noise)`;
   if (kind === "rt2") return `rt2 (σ ${sigma}, ${blocks}, ${100 * missing} % missing)`;
@@ -322,7 +328,7 @@ export function drawRt(shape: readonly number[], cfg: RtConfig): RtDraw {
   if (shape.length !== 4) throw new ShapeError(op, `expects an image shape [N, C, H, W], got ${fmt(shape)}`);
   const [n, c, h, w] = shape;
   checkSamples(op, n);
-  const { kind, grid = 4, missing = 0.25, sigma = 0.25, copies = 4 } = cfg;
+  const { kind, grid, missing, sigma, copies } = rtSettings(cfg);
   if (kind !== "rt1" && kind !== "rt2" && kind !== "rt3") {
     throw new ShapeError(op, `unknown transform kind "${kind}" (rt1, rt2 or rt3)`);
   }

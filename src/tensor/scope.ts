@@ -54,16 +54,9 @@ export function tidy<T>(fn: () => T): T {
   const scope = new Set<Disposable>();
   scopes.push(scope);
   let result: T;
-  try {
-    result = fn();
-  } catch (e) {
-    scopes.pop();
-    for (const t of scope) if (!t.isDisposed) t.dispose();
-    throw e;
-  }
-  scopes.pop();
   const returned = new Set<Disposable>();
   try {
+    result = fn();
     if (result instanceof Promise) {
       throw new Error("tidy(fn): fn must be synchronous; await outside the scope");
     }
@@ -71,6 +64,8 @@ export function tidy<T>(fn: () => T): T {
   } catch (e) {
     for (const t of scope) if (!t.isDisposed) t.dispose();
     throw e;
+  } finally {
+    scopes.pop();
   }
   for (const t of scope) {
     if (returned.has(t)) scopes[scopes.length - 1]?.add(t);
