@@ -19,7 +19,7 @@ import type { GradientOptions, Model, ThreatModel } from "./types.ts";
 export interface PgdOptions extends GradientOptions {
   /** Iterations per restart (default 10). */
   steps?: number;
-  /** Step size α (default 2.5·ε/steps, Madry et al.: 2/255 for ε = 8/255 and 10 steps). */
+  /** Step size α (default `defaultPgdStepSize`: 2/255 at ε = 8/255 for 10 steps or more). */
   stepSize?: number;
   /** Start from a random point of the ball (default true): U(−ε, ε) for L∞, a Gaussian
    * direction of norm ε for L2. Without, restarts repeat the same deterministic run. */
@@ -28,6 +28,16 @@ export interface PgdOptions extends GradientOptions {
   restarts?: number;
   /** Loss to maximise (default "ce"). */
   loss?: AttackLoss;
+}
+
+/**
+ * The default step α: max(ε/4, 2.5·ε/steps). From 10 steps on that is ε/4, ATTACKS.md's a = 2/255
+ * at ε = 8/255 (Madry et al.'s PGD-10, and the usual fixed 2/255 of PGD-20); shorter runs (PGD-3
+ * adversarial training) take 2.5·ε/steps, the rule of the `robustness` library, so that they can
+ * still walk 2.5·ε in all and reach the boundary from any start.
+ */
+export function defaultPgdStepSize(eps: number, steps: number): number {
+  return Math.max(eps / 4, 2.5 * eps / Math.max(steps, 1));
 }
 
 function checkCount(name: string, v: number, min: number): number {
@@ -47,7 +57,7 @@ export function pgd(
 ): Tensor {
   const steps = checkCount("steps", options.steps ?? 10, 0);
   const restarts = checkCount("restarts", options.restarts ?? 1, 1);
-  const alpha = options.stepSize ?? 2.5 * threat.eps / Math.max(steps, 1);
+  const alpha = options.stepSize ?? defaultPgdStepSize(threat.eps, steps);
   if (!Number.isFinite(alpha) || alpha < 0) {
     throw new RangeError(`pgd: stepSize must be finite and >= 0, got ${alpha}`);
   }

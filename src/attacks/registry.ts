@@ -37,7 +37,7 @@ export const ATTACKS: Record<string, AttackInfo> = {
     access: "white-box",
   },
   pgd: {
-    describe: "PGD with random start and keep-best; 10 steps of 2.5·eps/steps (set steps)",
+    describe: "PGD with random start and keep-best; 10 steps of max(eps/4, 2.5·eps/steps)",
     fn: as(pgd),
     defaults: { steps: 10 },
     bound: "norm",

@@ -56,7 +56,7 @@ export interface AtopConfig extends LoopSettings, StageDataOptions {
     eps: number;
     /** 1: FGSM; k > 1: PGD-k (adaptive mode only). */
     steps: number;
-    /** PGD step size (default 2.5·eps/steps). */
+    /** PGD step size (default max(ε/4, 2.5·ε/steps), `defaultPgdStepSize`). */
     stepSize: number | null;
     /** EOT draws per gradient (adaptive mode). */
     eot: number;

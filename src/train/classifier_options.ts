@@ -64,7 +64,12 @@ export const CLASSIFIER_OPTIONS = {
   },
   advEps: { type: "number", default: 0.1, min: 0, help: "adversarial training budget (e.g. 8/255)" },
   advSteps: { type: "integer", default: 7, min: 1, help: "PGD steps of adversarial training" },
-  advStepSize: { type: "number", default: null, min: 0, help: "PGD step size (default 2.5·eps/steps)" },
+  advStepSize: {
+    type: "number",
+    default: null,
+    min: 0,
+    help: "PGD step size (default max(eps/4, 2.5·eps/steps))",
+  },
   seed: { type: "integer", default: 0, min: 0, help: "seed of weight init, data order and augmentation" },
   logEvery: {
     type: "integer",

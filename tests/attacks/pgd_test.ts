@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { fgsm } from "../../src/attacks/fgsm.ts";
 import { lossGradient, lossValue } from "../../src/attacks/gradient.ts";
-import { pgd } from "../../src/attacks/pgd.ts";
+import { defaultPgdStepSize, pgd } from "../../src/attacks/pgd.ts";
 import { perSampleDistance } from "../../src/attacks/projection.ts";
 import type { Model, ThreatModel } from "../../src/attacks/types.ts";
 import { correctPredictions } from "../../src/ops/metrics.ts";
@@ -140,6 +140,32 @@ gpuTest(
     y.dispose();
   },
 );
+
+gpuTest("default step: ε/4 from 10 steps on (2/255 at 8/255), 2.5·ε/steps below", async () => {
+  assert.equal(defaultPgdStepSize(8 / 255, 10), 2 / 255);
+  assert.equal(defaultPgdStepSize(8 / 255, 20), 2 / 255);
+  assert.equal(defaultPgdStepSize(8 / 255, 200), 2 / 255);
+  assert.equal(defaultPgdStepSize(0.3, 3), 0.25);
+  assert.equal(defaultPgdStepSize(0.5, 0), 1.25);
+  // pgd takes that default: the same iterates as the explicit step, not those of another step.
+  const { model, x: xAll, y: yAll } = await trainedSmallClassifier();
+  const x = head(xAll, 16), y = head(yAll, 16);
+  const threat: ThreatModel = { norm: "linf", eps: 0.03 };
+  for (const steps of [3, 12]) {
+    const run = (stepSize?: number) => pgd(model, x, y, threat, { steps, seed: 5, stepSize });
+    const [byDefault, explicit, other] = [
+      run(),
+      run(defaultPgdStepSize(threat.eps, steps)),
+      run(steps < 10 ? threat.eps / 4 : 2.5 * threat.eps / steps),
+    ];
+    const [d, e, o] = await Promise.all([byDefault, explicit, other].map((t) => t.toArray()));
+    assert.deepEqual(d, e, `PGD-${steps}: the default step is not defaultPgdStepSize`);
+    assert.notDeepEqual(d, o, `PGD-${steps}: another step size gave the same iterates (test too weak)`);
+    for (const t of [byDefault, explicit, other]) t.dispose();
+  }
+  x.dispose();
+  y.dispose();
+});
 
 gpuTest("EOT: the gradient's variance over repeated calls falls ~1/E on a noisy model", async () => {
   const { model, x: xAll, y: yAll } = await trainedSmallClassifier();
