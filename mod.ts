@@ -3,7 +3,7 @@
  * models -> data / io -> attacks -> eval / purify -> train / study.
  */
 export * from "./src/device/mod.ts";
-export { Tensor } from "./src/tensor/tensor.ts";
+export { DisposedTensorError, Tensor } from "./src/tensor/tensor.ts";
 export type { DType } from "./src/tensor/dtype.ts";
 export { type Shape, ShapeError } from "./src/tensor/shape.ts";
 export { keep, tidy } from "./src/tensor/scope.ts";

@@ -24,7 +24,8 @@ import { loadDataset } from "../src/data/by_name.ts";
 
 import { initWebGpu } from "../src/device/runtime.ts";
 import { loadIntoTensors } from "../src/io/checkpoint.ts";
-import { writeFileAtomic } from "../src/io/checkpoint.ts";
+import { writeFileAtomic } from "../src/io/atomic.ts";
+import { parseJson } from "../src/io/json.ts";
 import { writeJson } from "../src/io/report.ts";
 
 import { add } from "../src/ops/arithmetic.ts";
@@ -123,7 +124,7 @@ async function merge(files: string[], out: string | null): Promise<void> {
   for (const f of files) {
     let result: EvalResult;
     try {
-      result = JSON.parse(await Deno.readTextFile(f)) as EvalResult;
+      result = parseJson<EvalResult>(await Deno.readTextFile(f));
     } catch (e) {
       throw new UsageError(`merge: cannot read ${f}: ${(e as Error).message}`);
     }

@@ -5,7 +5,7 @@ import { add } from "../ops/arithmetic.ts";
 import { onesLike, zerosLike } from "../ops/creation.ts";
 import { keep, tidy } from "../tensor/scope.ts";
 import { fmt, sameShape, ShapeError } from "../tensor/shape.ts";
-import { autogradHooks, type Tensor } from "../tensor/tensor.ts";
+import { autogradHooks, DisposedTensorError, type Tensor } from "../tensor/tensor.ts";
 import { activeTape, Tape, withTape } from "./tape.ts";
 
 /**
@@ -55,7 +55,20 @@ function propagate(
       grads.delete(node.inputs[i].id);
       return pending;
     };
-    const dxs = withTape(null, () => node.backward(dy, takeGradient));
+    const dxs = withTape(null, () => {
+      try {
+        return node.backward(dy, takeGradient);
+      } catch (e) {
+        if (!(e instanceof DisposedTensorError)) throw e;
+        throw new DisposedTensorError(
+          `${node.op}.backward: a tensor this op saved for its gradient was freed (${e.message}). ` +
+            `A tidy() inside the gradient scope frees what it does not return, ops recorded in it ` +
+            `included: return the loss from the tidy() or do not wrap recorded ops in one; or ` +
+            `backward() ran twice through an op that frees what it saved.`,
+          { cause: e },
+        );
+      }
+    });
     node.inputs.forEach((x, i) => {
       const dx = dxs[i];
       if (!dx || !tape.isTracked(x)) return;

@@ -110,8 +110,8 @@ export interface CifarOptions {
 /** How to get the data, for error messages. */
 export function cifarDownloadHint(which: CifarName, dir: string): string {
   const f = CIFAR_FORMATS[which];
-  return `download it with the \`data\` command (${which} into ${dir}), or fetch ${f.url} ` +
-    `(md5 ${f.md5}) and extract it into ${dir}`;
+  return `download it with \`deno task data ${which} --dir ${dir}\`, or fetch ${f.url} ` +
+    `(md5 ${f.md5}) and extract it into ${dir} (it unpacks to ${dir}/${f.folder})`;
 }
 
 async function isFile(path: string): Promise<boolean> {
@@ -150,6 +150,8 @@ export async function resolveCifarDir(which: CifarName, dir: string): Promise<st
 /** Decodes one official data file into `images`/`labels` at record offset `at`. */
 async function readCifarFile(
   which: CifarName,
+  /** The folder the user named (the download hint's destination). */
+  dir: string,
   path: string,
   records: number,
   images: Uint8Array,
@@ -164,7 +166,7 @@ async function readCifarFile(
     size = (await Deno.stat(path)).size;
   } catch {
     throw new DatasetError(
-      `${f.title}: missing file ${path}: ${cifarDownloadHint(which, path.slice(0, path.lastIndexOf("/")))}`,
+      `${f.title}: missing file ${path}: ${cifarDownloadHint(which, dir)}`,
     );
   }
   const redownload = `the file is corrupt: delete it and download again (${f.url})`;
@@ -222,7 +224,7 @@ export async function loadCifar(
   const labels = new Uint8Array(n);
   let at = 0;
   for (const file of files) {
-    await readCifarFile(which, file.path, file.records, images, labels, at);
+    await readCifarFile(which, dir, file.path, file.records, images, labels, at);
     at += file.records;
   }
   return { name: `${which}/${split}`, images, labels, shape: [3, 32, 32], classes: f.classes };

@@ -7,6 +7,8 @@
  * Fashion-MNIST), written atomically and validated on load.
  */
 
+import { writeFileAtomic } from "../io/atomic.ts";
+
 export type Split = "train" | "test";
 
 export interface Dataset {
@@ -124,7 +126,9 @@ const HEADER_BYTES = 32;
 /** FNV-1a over 32-bit words, then the tail bytes: ~50 ms for 47 MB, catches damaged caches. */
 function checksum(bytes: Uint8Array): number {
   let h = 0x811c9dc5;
-  const words = bytes.byteOffset % 4 === 0 ? Math.floor(bytes.length / 4) : 0;
+  // Words need a 4-aligned view (a copy otherwise), so that the sum does not depend on alignment.
+  if (bytes.byteOffset % 4 !== 0) bytes = bytes.slice();
+  const words = Math.floor(bytes.length / 4);
   const w = new Uint32Array(bytes.buffer, bytes.byteOffset, words);
   for (let i = 0; i < words; i++) h = Math.imul(h ^ w[i], 0x01000193);
   for (let i = words * 4; i < bytes.length; i++) h = Math.imul(h ^ bytes[i], 0x01000193);
@@ -167,18 +171,6 @@ export function decodeDataset(
     classes: expect.classes,
   };
   return ds.labels.every((l) => l < classes) ? ds : null;
-}
-
-/** Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename. */
-export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
-  const tmp = `${path}.${Deno.pid}-${crypto.randomUUID().slice(0, 8)}.tmp`;
-  try {
-    await Deno.writeFile(tmp, bytes);
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
 }
 
 async function readIfExists(path: string): Promise<Uint8Array | null> {
@@ -276,5 +268,12 @@ export async function readPackageJson(specifier: string): Promise<unknown> {
         `run \`deno install\` in the project folder`,
     );
   }
-  return JSON.parse(text);
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new DatasetError(
+      `${url.pathname} is not valid JSON (${(e as Error).message}): the npm package is damaged; ` +
+        `delete node_modules and run \`deno install\``,
+    );
+  }
 }

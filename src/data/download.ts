@@ -238,14 +238,41 @@ export interface TarEntry {
 }
 
 /**
+ * A pax extended header's records, `"<length> <key>=<value>\n"` each (POSIX.1-2001): the
+ * `path` and `size` that override the next entry's header fields.
+ */
+function paxRecords(body: Uint8Array): { path?: string; size?: number } {
+  const out: { path?: string; size?: number } = {};
+  const decoder = new TextDecoder();
+  for (let at = 0; at < body.length && body[at] !== 0;) {
+    const space = body.indexOf(0x20, at);
+    const length = space < 0 ? NaN : parseInt(decoder.decode(body.subarray(at, space)), 10);
+    if (!(length > 0) || at + length > body.length || body[at + length - 1] !== 0x0a) {
+      throw new Error(`corrupt pax header record at byte ${at}`);
+    }
+    const record = decoder.decode(body.subarray(space + 1, at + length - 1));
+    const eq = record.indexOf("=");
+    const [key, value] = [record.slice(0, eq), record.slice(eq + 1)];
+    if (key === "path") out.path = value;
+    if (key === "size") out.size = Number(value);
+    at += length;
+  }
+  return out;
+}
+
+/**
  * Extracts the regular files and folders of a tar stream into `destDir`; other entries
  * (links, devices) are skipped. Understands ustar names with a prefix, GNU long names (`L`) and
- * skips pax headers (`x`, `g`). Refuses absolute paths and `..`. Returns the extracted files.
+ * pax extended headers (`x`: the next entry's `path` and `size`; global `g` headers are
+ * skipped). Refuses absolute paths and `..`. Returns the extracted files. A file is written as
+ * `<name>.part` and renamed when complete; a failure removes the partial file.
  */
 export async function extractTar(stream: ReadableStream<Uint8Array>, destDir: string): Promise<TarEntry[]> {
   const reader = new ByteReader(stream);
   const entries: TarEntry[] = [];
   let longName: string | null = null;
+  let pax: { path?: string; size?: number } = {};
+  let partial: string | null = null;
   try {
     while (true) {
       const header = await reader.read(BLOCK);
@@ -253,19 +280,23 @@ export async function extractTar(stream: ReadableStream<Uint8Array>, destDir: st
       let sum = 0;
       for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : header[i];
       if (sum !== octal(header, 148, 8)) throw new Error("corrupt tar header (checksum mismatch)");
-      const size = octal(header, 124, 12);
       const type = String.fromCharCode(header[156] || 48); // NUL means a regular file
+      const size = type === "x" || type === "g" || type === "L"
+        ? octal(header, 124, 12)
+        : pax.size ?? octal(header, 124, 12);
       const padded = Math.ceil(size / BLOCK) * BLOCK;
       const prefix = cString(header, 257, 6) === "ustar" ? cString(header, 345, 155) : "";
-      const name = longName ?? (prefix ? `${prefix}/${cString(header, 0, 100)}` : cString(header, 0, 100));
-      longName = null;
+      const name = pax.path ?? longName ??
+        (prefix ? `${prefix}/${cString(header, 0, 100)}` : cString(header, 0, 100));
 
-      if (type === "L") {
+      if (type === "L" || type === "x") {
         const body = await reader.read(padded);
-        if (!body) throw new Error("unexpected end of data in a long-name entry");
-        longName = cString(body, 0, size);
+        if (!body) throw new Error(`unexpected end of data in a ${type === "L" ? "long-name" : "pax"} entry`);
+        if (type === "L") longName = cString(body, 0, size);
+        else pax = paxRecords(body.subarray(0, size));
         continue;
       }
+      if (type !== "g") [longName, pax] = [null, {}];
       const parts = name.split("/").filter((p) => p !== "" && p !== ".");
       if (name.startsWith("/") || parts.includes("..")) throw new Error(`unsafe path in archive: ${name}`);
       const target = [destDir, ...parts].join("/");
@@ -275,13 +306,15 @@ export async function extractTar(stream: ReadableStream<Uint8Array>, destDir: st
         if (parts.length > 1) {
           await Deno.mkdir([destDir, ...parts.slice(0, -1)].join("/"), { recursive: true });
         }
-        const file = await Deno.open(`${target}.part`, { write: true, create: true, truncate: true });
+        partial = `${target}.part`;
+        const file = await Deno.open(partial, { write: true, create: true, truncate: true });
         try {
           for await (const piece of reader.pieces(size)) await writeAll(file, piece);
         } finally {
           file.close();
         }
-        await Deno.rename(`${target}.part`, target);
+        await Deno.rename(partial, target);
+        partial = null;
         entries.push({ name: parts.join("/"), size });
         for await (const _ of reader.pieces(padded - size)) { /* padding */ }
         continue;
@@ -289,6 +322,7 @@ export async function extractTar(stream: ReadableStream<Uint8Array>, destDir: st
       for await (const _ of reader.pieces(padded)) { /* skipped entry (pax header, link, ...) */ }
     }
   } catch (e) {
+    if (partial) await Deno.remove(partial).catch(() => {});
     await reader.cancel();
     throw e;
   }

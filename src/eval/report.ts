@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import type { ThreatModel } from "../attacks/types.ts";
-import { writeFileAtomic } from "../io/checkpoint.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
 import { imageGrid, writePng } from "../io/png.ts";
 import { markdownTable, writeJson } from "../io/report.ts";
 import { encodeSafetensors, type SafetensorsInput } from "../io/safetensors.ts";

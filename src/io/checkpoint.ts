@@ -7,9 +7,10 @@
  * never half of one. Checkpoints are taken between training steps, so reading tensors back from
  * the GPU here is fine.
  */
-import { dirname } from "node:path";
 import type { DType } from "../tensor/dtype.ts";
 import type { Tensor } from "../tensor/tensor.ts";
+import { writeFileAtomic } from "./atomic.ts";
+import { parseJson, toJson } from "./json.ts";
 import {
   decodeSafetensors,
   encodeSafetensors,
@@ -43,46 +44,8 @@ export interface CheckpointContents {
 }
 
 /**
- * Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename over the
- * target, then fsync the directory so the rename itself is durable. On any failure the temp file
- * is removed and the previous file at `path` is untouched. Creates missing parent directories.
- */
-export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
-  const dir = dirname(path);
-  await Deno.mkdir(dir, { recursive: true });
-  const random = crypto.getRandomValues(new Uint8Array(6));
-  const temp = `${path}.tmp-${Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("")}`;
-  let file: Deno.FsFile | null = null;
-  try {
-    file = await Deno.open(temp, { write: true, createNew: true });
-    for (let written = 0; written < bytes.length;) {
-      written += await file.write(bytes.subarray(written));
-    }
-    await file.sync();
-    file.close();
-    file = null;
-    await Deno.rename(temp, path);
-  } catch (e) {
-    try {
-      file?.close();
-    } catch { /* already closed */ }
-    await Deno.remove(temp).catch(() => {});
-    throw new Error(`could not write ${path}: ${(e as Error).message}`, { cause: e });
-  }
-  // Best effort: some file systems do not allow opening or syncing directories.
-  try {
-    const handle = await Deno.open(dir, { read: true });
-    try {
-      await handle.sync();
-    } finally {
-      handle.close();
-    }
-  } catch { /* the data itself is already on disk */ }
-}
-
-/**
  * Saves tensors (read back from the GPU) and metadata (each value JSON-encoded into the
- * safetensors `__metadata__` strings) to `path`, atomically.
+ * safetensors `__metadata__` strings, NaN and ±Infinity kept: io/json.ts) to `path`, atomically.
  */
 export async function saveCheckpoint(path: string, contents: CheckpointContents): Promise<void> {
   const entries: Record<string, SafetensorsInput> = {};
@@ -101,7 +64,7 @@ export async function saveCheckpoint(path: string, contents: CheckpointContents)
   }
   const metadata: Record<string, string> = {};
   for (const [key, value] of Object.entries(contents.metadata ?? {})) {
-    const json = JSON.stringify(value);
+    const json = toJson(value);
     if (json === undefined) {
       throw new TypeError(
         `saveCheckpoint(${path}): metadata "${key}" (${typeof value}) is not JSON-serialisable`,
@@ -133,7 +96,7 @@ export async function loadCheckpoint(path: string): Promise<Checkpoint> {
   const metadata: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(decoded.metadata)) {
     try {
-      metadata[key] = JSON.parse(value);
+      metadata[key] = parseJson(value);
     } catch {
       metadata[key] = value; // plain-string metadata from other writers ({"format": "pt"})
     }
@@ -200,7 +163,7 @@ export function loadIntoTensors(
     }
   }
   for (const name of checkpoint.tensors.keys()) {
-    if (!(name in expected)) {
+    if (!Object.hasOwn(expected, name)) {
       unexpected.push(name);
       if (strict) {
         const entry = checkpoint.tensors.get(name)!;

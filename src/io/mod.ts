@@ -21,8 +21,9 @@ export {
   type LoadOptions,
   type LoadResult,
   saveCheckpoint,
-  writeFileAtomic,
 } from "./checkpoint.ts";
+export { writeFileAtomic } from "./atomic.ts";
+export { parseJson, toJson } from "./json.ts";
 export {
   type ChartOptions,
   crc32,
@@ -34,5 +35,5 @@ export {
   type Series,
   writePng,
 } from "./png.ts";
-export { type Align, appendJsonLine, markdownTable, readJsonLines, writeJson } from "./report.ts";
+export { type Align, appendJsonLine, markdownTable, readJson, readJsonLines, writeJson } from "./report.ts";
 export { pathExists } from "./paths.ts";

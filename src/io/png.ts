@@ -7,7 +7,7 @@
  * `CompressionStream("deflate")` produces exactly the zlib format (header + deflate + Adler-32)
  * that IDAT requires.
  */
-import { writeFileAtomic } from "./checkpoint.ts";
+import { writeFileAtomic } from "./atomic.ts";
 
 /** An 8-bit image with interleaved channels, rows top to bottom. */
 export interface Image {
@@ -311,8 +311,12 @@ class Canvas {
     for (let j = y; j < y + h; j++) for (let i = x; i < x + w; i++) this.set(i, j, color);
   }
 
-  /** Bresenham's line, `thickness` pixels wide. */
+  /** Bresenham's line, `thickness` pixels wide, between integer points. */
   line(x0: number, y0: number, x1: number, y1: number, color: readonly number[], thickness = 1): void {
+    // A non-integer end would never be reached: the loop below would not end.
+    if (![x0, y0, x1, y1].every(Number.isInteger)) {
+      throw new RangeError(`Canvas.line: endpoints must be integers, got (${x0}, ${y0}) -> (${x1}, ${y1})`);
+    }
     const dx = Math.abs(x1 - x0);
     const dy = -Math.abs(y1 - y0);
     const sx = x0 < x1 ? 1 : -1;
@@ -395,7 +399,12 @@ export function lineChart(series: readonly Series[], options: ChartOptions): Ima
     }
   }
   if (lo > hi) [lo, hi] = [0, 1];
-  if (lo === hi) [lo, hi] = [lo - (Math.abs(lo) * 0.1 || 1), hi + (Math.abs(hi) * 0.1 || 1)];
+  if (lo === hi) {
+    [lo, hi] = [
+      Math.max(lo - (Math.abs(lo) * 0.1 || 1), -Number.MAX_VALUE),
+      Math.min(hi + (Math.abs(hi) * 0.1 || 1), Number.MAX_VALUE),
+    ];
+  }
   const untransform = (t: number) => (logY ? 10 ** t : t);
 
   // Plot area, leaving room for the title, y labels and x labels.
@@ -433,7 +442,8 @@ export function lineChart(series: readonly Series[], options: ChartOptions): Ima
 
   // Series: straight segments between consecutive finite points.
   const px = (i: number) => Math.round(left + (count > 1 ? (plotW * i) / (count - 1) : plotW / 2));
-  const py = (t: number) => Math.round(bottom - (plotH * (t - lo)) / (hi - lo));
+  // Halves first: hi − lo overflows to Infinity for values near ±f64 max (then every y was NaN).
+  const py = (t: number) => Math.round(bottom - plotH * ((t / 2 - lo / 2) / (hi / 2 - lo / 2)));
   series.forEach(({ values }, k) => {
     const color = PALETTE[k % PALETTE.length];
     let previous: [number, number] | null = null;

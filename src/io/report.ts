@@ -1,6 +1,7 @@
 /** Report writers: Markdown tables, JSON files (atomic) and JSON-lines logs. */
 import { dirname } from "node:path";
-import { writeFileAtomic } from "./checkpoint.ts";
+import { writeFileAtomic } from "./atomic.ts";
+import { parseJson, toJson } from "./json.ts";
 
 export type Align = "left" | "right" | "center";
 
@@ -49,28 +50,58 @@ export function markdownTable(
   return [line(cells[0]), `| ${rule.join(" | ")} |`, ...cells.slice(1).map(line)].join("\n") + "\n";
 }
 
-/** JSON.stringify replacer: typed arrays as plain arrays, bigints as numbers. */
-function replacer(_key: string, value: unknown): unknown {
-  if (ArrayBuffer.isView(value) && !(value instanceof DataView)) {
-    return Array.from(value as unknown as number[]);
-  }
-  if (typeof value === "bigint") return Number(value);
-  return value;
-}
-
-/** Writes `value` as pretty-printed JSON, atomically (temp file, fsync, rename). */
+/**
+ * Writes `value` as pretty-printed JSON, atomically (temp file, fsync, rename). NaN and ±Infinity
+ * are written as "NaN", "Infinity", "-Infinity" (io/json.ts): `readJson` reads them back.
+ */
 export async function writeJson(path: string, value: unknown): Promise<void> {
-  const text = JSON.stringify(value, replacer, 2);
+  const text = toJson(value, 2);
   if (text === undefined) throw new TypeError(`writeJson(${path}): value is not JSON-serialisable`);
   await writeFileAtomic(path, new TextEncoder().encode(text + "\n"));
 }
 
-/** Appends `value` as one line of JSON (a JSON-lines log), creating the file and its directory. */
+/** A JSON file (as `writeJson` writes them); a missing or corrupt one is an error naming it. */
+export async function readJson<T>(path: string): Promise<T> {
+  try {
+    return parseJson<T>(await Deno.readTextFile(path));
+  } catch (e) {
+    throw new Error(`${path}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/**
+ * Appends `value` as one line of JSON (a JSON-lines log), creating the file and its directory.
+ * A torn last line (a process killed mid-append) is cut off first: glued to this line it would
+ * make the log unreadable.
+ */
 export async function appendJsonLine(path: string, value: unknown): Promise<void> {
-  const text = JSON.stringify(value, replacer);
+  const text = toJson(value);
   if (text === undefined) throw new TypeError(`appendJsonLine(${path}): value is not JSON-serialisable`);
   await Deno.mkdir(dirname(path), { recursive: true });
+  await cutTornLine(path);
   await Deno.writeTextFile(path, text + "\n", { append: true, create: true });
+}
+
+/** Truncates a file that does not end with a newline after its last newline (rare: read whole). */
+async function cutTornLine(path: string): Promise<void> {
+  let bytes: Uint8Array;
+  try {
+    const file = await Deno.open(path, { read: true });
+    try {
+      const size = (await file.stat()).size;
+      if (size === 0) return;
+      await file.seek(size - 1, Deno.SeekMode.Start);
+      const last = new Uint8Array(1);
+      if ((await file.read(last)) !== 1 || last[0] === 0x0a) return;
+    } finally {
+      file.close();
+    }
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw e;
+  }
+  await Deno.truncate(path, bytes.lastIndexOf(0x0a) + 1);
 }
 
 /**
@@ -83,7 +114,7 @@ export async function readJsonLines<T = unknown>(path: string): Promise<T[]> {
   for (let i = 0; i < lines.length; i++) {
     if (lines[i].trim() === "") continue;
     try {
-      out.push(JSON.parse(lines[i]));
+      out.push(parseJson(lines[i]));
     } catch (e) {
       if (i === lines.length - 1) break; // unterminated last line: an interrupted append
       throw new Error(`${path}:${i + 1}: invalid JSON line (${(e as Error).message})`);

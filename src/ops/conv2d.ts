@@ -170,11 +170,15 @@ function convolve(
     } else forwardGemm(op, x, weight, bias, y, g);
   }
   const inputs = bias ? [x, weight, bias] : [x, weight];
-  const out = record(op, inputs, y, (dy, takeGradient) => [
-    wantX ? backwardData(dy, weight, x.shape, options, takeGradient(0), dataPack) : null,
-    wantW ? conv2dBackwardFilter(x, dy, weight.shape, options) : null,
-    ...(bias ? [wantB ? sum(dy, { axes: [0, 2, 3] }) : null] : []),
-  ]);
+  const out = record(op, inputs, y, (dy, takeGradient) => {
+    // The pack is consumed by the first backward; a second one through this graph packs again.
+    const pack = dataPack?.scratch.isDisposed ? undefined : dataPack;
+    return [
+      wantX ? backwardData(dy, weight, x.shape, options, takeGradient(0), pack) : null,
+      wantW ? conv2dBackwardFilter(x, dy, weight.shape, options) : null,
+      ...(bias ? [wantB ? sum(dy, { axes: [0, 2, 3] }) : null] : []),
+    ];
+  });
   return { y: out, moments };
 }
 

@@ -51,6 +51,14 @@ function draw(
   const { seed, stream } = options.seed === undefined
     ? defaultGenerator.next()
     : { seed: options.seed, stream: options.stream ?? 0 };
+  // Philox takes a 64-bit key and a 32-bit stream: a fraction or a negative number would be
+  // truncated or wrapped into another draw's bits without a word.
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new RangeError(`${op}: seed must be an integer in [0, 2^53), got ${seed}`);
+  }
+  if (!Number.isInteger(stream) || stream < 0 || stream >= 2 ** 32) {
+    throw new RangeError(`${op}: stream must be an integer in [0, 2^32), got ${stream}`);
+  }
   const out = output(op, shape);
   if (out.size === 0) return out;
   const p = params().u32(out.size, stream >>> 0, seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0).f32(a, b);

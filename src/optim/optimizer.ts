@@ -78,8 +78,18 @@ export abstract class Optimizer {
     checkHyper(name, "lr", lr, 0);
     this.lr = lr;
     const map = new Map<string, Tensor>();
+    const names = new Map<Tensor, string>();
     for (const [key, t] of toEntries(params)) {
       if (map.has(key)) throw new ShapeError(name, `two parameters are named "${key}"; names must be unique`);
+      // One tensor under two names would be updated twice per step, with two states.
+      const earlier = names.get(t);
+      if (earlier !== undefined) {
+        throw new ShapeError(
+          name,
+          `"${key}" and "${earlier}" are the same tensor; list a shared parameter once`,
+        );
+      }
+      names.set(t, key);
       if (t.dtype !== "f32") {
         throw new ShapeError(name, `parameter "${key}" is ${t.describe()}; only f32 is trained`);
       }
@@ -101,19 +111,35 @@ export abstract class Optimizer {
     }
   }
 
-  /** Updates every parameter that has a gradient, in place, on the GPU. */
+  /**
+   * Updates every parameter that has a gradient, in place, on the GPU. All-or-nothing: every
+   * gradient and the learning rate are checked before any state changes, so a step that throws
+   * can be retried once the cause is fixed.
+   */
   step(): void {
-    this.#step++;
-    const ready: ParamUpdate[] = [];
+    const op = `${this.name}.step`;
+    checkHyper(op, "lr", this.lr, 0);
+    const withGrad: [string, Tensor, Tensor][] = [];
     for (const [key, p] of this.params) {
       const g = p.grad;
       if (!g) continue;
+      if (g.isDisposed) {
+        throw new ShapeError(
+          op,
+          `gradient of "${key}" was disposed but not set to null (zeroGrad() does both)`,
+        );
+      }
       if (g.dtype !== "f32" || !sameShape(g.shape, p.shape)) {
         throw new ShapeError(
-          `${this.name}.step`,
+          op,
           `gradient of "${key}" is ${g.describe()} but the parameter is f32${fmt(p.shape)}`,
         );
       }
+      withGrad.push([key, p, g]);
+    }
+    this.#step++;
+    const ready: ParamUpdate[] = [];
+    for (const [key, p, g] of withGrad) {
       let state = this.#state.get(key);
       if (!state) {
         // keep(): state must outlive any tidy() scope the first step happens to run in.

@@ -169,9 +169,13 @@ function stageTable(stages: StudyReport["stages"]): string {
     ["stage", "epochs", "wall s", "last epoch (train)", "last epoch (eval)"],
     stages.map((s) => {
       const last = s.history.at(-1);
+      // A value that is not a number (null in a record written before non-finite numbers were
+      // kept) prints as it is instead of failing the report.
       const show = (m: Record<string, number> | undefined) =>
         Object.entries(m ?? {}).map(([k, v]) =>
-          `${k} ${k.toLowerCase().includes("accuracy") ? pct(v) + " %" : v.toFixed(4)}`
+          typeof v !== "number"
+            ? `${k} ${v}`
+            : `${k} ${k.toLowerCase().includes("accuracy") ? pct(v) + " %" : v.toFixed(4)}`
         )
           .join(", ");
       return [s.stage, s.history.length, s.wallSeconds.toFixed(0), show(last?.train), show(last?.eval)];

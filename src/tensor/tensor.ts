@@ -26,6 +26,11 @@ export class Storage {
 
 let nextId = 1;
 
+/** A tensor's data was read or bound after `dispose()` (or after the tidy() that owned it ended). */
+export class DisposedTensorError extends Error {
+  override name = "DisposedTensorError";
+}
+
 /** Hook set by the autograd module (which sits above tensors) so `t.backward()` works. */
 export const autogradHooks: {
   backward: ((loss: Tensor, seed?: Tensor) => void) | null;
@@ -66,7 +71,7 @@ export class Tensor {
 
   get storage(): Storage {
     if (!this.#storage) {
-      throw new Error(
+      throw new DisposedTensorError(
         `Tensor ${this.describe()} was used after dispose(); keep() it or return it from tidy()`,
       );
     }

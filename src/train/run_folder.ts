@@ -3,7 +3,7 @@
  * event), checkpoints/<stage>.safetensors, and the summary (JSON + Markdown).
  */
 import { pathExists } from "../io/paths.ts";
-import { appendJsonLine, writeJson } from "../io/report.ts";
+import { appendJsonLine, readJson, writeJson } from "../io/report.ts";
 
 export class RunFolder {
   constructor(readonly dir: string) {}
@@ -46,12 +46,7 @@ export class RunFolder {
   }
 
   /** A JSON file of the folder; a missing or corrupt one is an error naming it. */
-  async readJson<T>(name: string): Promise<T> {
-    const path = this.path(name);
-    try {
-      return JSON.parse(await Deno.readTextFile(path)) as T;
-    } catch (e) {
-      throw new Error(`${path}: ${(e as Error).message}`);
-    }
+  readJson<T>(name: string): Promise<T> {
+    return readJson<T>(this.path(name));
   }
 }

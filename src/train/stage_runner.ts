@@ -223,6 +223,9 @@ export async function runStage(
         loader.state().epoch + 1
       }, batch ${loader.state().batch})`,
     );
+    // Steps past the checkpoint that a killed run already logged are logged again: this line
+    // tells a reader of log.jsonl that this stage's entries after `step` before it are superseded.
+    await run.log({ stage, type: "resume", step });
   }
   if (def.describe) log(def.describe);
 

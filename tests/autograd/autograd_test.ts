@@ -5,10 +5,14 @@ import { add, mul, mulScalar, sub } from "../../src/ops/arithmetic.ts";
 import { fromArray, zeros } from "../../src/ops/creation.ts";
 import { sum } from "../../src/ops/reduce.ts";
 import { tidy } from "../../src/tensor/scope.ts";
+import { DisposedTensorError } from "../../src/tensor/tensor.ts";
+import { conv2d } from "../../src/ops/conv2d.ts";
+import { crossEntropy } from "../../src/ops/loss.ts";
+import { assertClose } from "../helpers/reference.ts";
 import { gpuTest } from "../helpers/setup.ts";
 
-function param(values: number[]) {
-  const t = fromArray(values);
+function param(values: number[], shape?: number[]) {
+  const t = fromArray(values, shape);
   t.requiresGrad = true;
   return t;
 }
@@ -91,6 +95,39 @@ gpuTest("backward: clear errors outside a scope, for non-scalar losses and bad g
   y.dispose();
   w.dispose();
 });
+
+gpuTest(
+  "backward twice through conv2d doubles the grads; a tidy() that frees saved tensors says so",
+  async () => {
+    // conv2d's backward consumes the weight pack its forward made: the second backward packs again.
+    const w = param(Array.from({ length: 2 * 3 * 3 * 3 }, (_, i) => Math.sin(i)), [2, 3, 3, 3]);
+    const x = fromArray(Array.from({ length: 3 * 5 * 5 }, (_, i) => Math.cos(i)), [1, 3, 5, 5]);
+    x.requiresGrad = true;
+    gradScope(() => sum(conv2d(x, w, undefined, { padding: 1 })).backward());
+    const [once, xOnce] = [await w.grad!.toArray(), await x.grad!.toArray()];
+    w.grad!.dispose(), x.grad!.dispose();
+    w.grad = x.grad = null;
+    gradScope(() => {
+      const loss = sum(conv2d(x, w, undefined, { padding: 1 }));
+      loss.backward();
+      loss.backward();
+    });
+    assertClose(await w.grad!.toArray(), once.map((v) => 2 * v), "dw after two backward() calls");
+    assertClose(await x.grad!.toArray(), xOnce.map((v) => 2 * v), "dx after two backward() calls");
+
+    // The internal statistics crossEntropy saves are freed by the tidy around it.
+    const logits = param([1, 2, 3, 4], [2, 2]);
+    const labels = fromArray(new Int32Array([0, 1]), [2], "i32");
+    assert.throws(
+      () => gradScope(() => tidy(() => crossEntropy(logits, labels)).backward()),
+      (e: Error) =>
+        e instanceof DisposedTensorError &&
+        /^crossEntropy\.backward: a tensor this op saved/.test(e.message) &&
+        /tidy\(\) inside the gradient scope/.test(e.message),
+    );
+    for (const t of [w, w.grad!, x, x.grad!, logits, labels]) t.dispose();
+  },
+);
 
 gpuTest("backward: a 3000-op chain runs iteratively (no recursion) and frees intermediates", async (gpu) => {
   const w = param([1]);

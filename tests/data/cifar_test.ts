@@ -84,7 +84,8 @@ Deno.test("CIFAR errors name the file and the fix", async () => {
       loadCifar10(`${dir}/nowhere`, "train"),
       (e: Error) =>
         e instanceof DatasetError && /folder .*nowhere does not exist/.test(e.message) &&
-        /`data` command/.test(e.message) && /cifar-10-binary\.tar\.gz/.test(e.message),
+        e.message.includes(`deno task data cifar10 --dir ${dir}/nowhere\``) &&
+        /cifar-10-binary\.tar\.gz/.test(e.message),
     );
     const fixture = makeCifarFixture("cifar10", 2);
     await writeFixture(dir, fixture);
@@ -101,7 +102,15 @@ Deno.test("CIFAR errors name the file and the fix", async () => {
     await Deno.remove(`${dir}/data_batch_3.bin`);
     await assert.rejects(
       loadCifar10(dir, "train", { expectedRecords: 2 }),
-      /missing file .*data_batch_3\.bin.*`data` command/,
+      /missing file .*data_batch_3\.bin.*`deno task data cifar10 --dir /,
+    );
+    // An empty cifar-10-batches-bin/ inside the folder: the hint names the folder itself, where
+    // the download command unpacks that subfolder (it named the subfolder, which nests it twice).
+    const nested = `${dir}/nested`;
+    await Deno.mkdir(`${nested}/cifar-10-batches-bin`, { recursive: true });
+    await assert.rejects(
+      loadCifar10(nested, "test"),
+      (e: Error) => e.message.includes(`--dir ${nested}\``) && !e.message.includes(`--dir ${nested}/`),
     );
     await writeFixture(dir, fixture);
 

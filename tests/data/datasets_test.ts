@@ -175,6 +175,11 @@ Deno.test("dataset helpers: encode/decode round trip, subset, checks", () => {
   assert.deepEqual(back.images, ds.images);
   assert.deepEqual(back.labels, ds.labels);
   assert.equal(decodeDataset(encodeDataset(ds), { ...expect, length: 4 }), null);
+  // A file inside a larger buffer at an offset that is not 4-aligned decodes the same (it threw).
+  const encoded = encodeDataset(ds);
+  const shifted = new Uint8Array(encoded.length + 1);
+  shifted.set(encoded, 1);
+  assert.deepEqual(decodeDataset(shifted.subarray(1), expect)!.images, ds.images);
   const s = subset(ds, [2, 0]);
   assert.deepEqual(s.labels, Uint8Array.from([1, 2]));
   assert.deepEqual(s.images.subarray(0, 12), ds.images.subarray(24, 36));

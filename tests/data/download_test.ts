@@ -15,7 +15,7 @@ import { makeCifarFixture } from "./cifar_fixtures.ts";
 
 // ---- a small ustar writer (the format our reader must accept) ----
 
-function tarHeader(name: string, size: number, type: "0" | "5" | "L", prefix = ""): Uint8Array {
+function tarHeader(name: string, size: number, type: "0" | "5" | "L" | "x" | "g", prefix = ""): Uint8Array {
   const h = new Uint8Array(512);
   const put = (text: string, at: number, length: number) =>
     new TextEncoder().encodeInto(text.slice(0, length), h.subarray(at, at + length));
@@ -35,17 +35,45 @@ function tarHeader(name: string, size: number, type: "0" | "5" | "L", prefix = "
   return h;
 }
 
+/** A pax record, "<length> <key>=<value>\n", its length counting itself (in bytes). */
+function paxRecord(key: string, value: string): string {
+  const body = ` ${key}=${value}\n`;
+  const bytes = new TextEncoder().encode(body).length;
+  let length = bytes + 1;
+  while (String(length).length + bytes !== length) length++;
+  return `${length}${body}`;
+}
+
 function tar(
-  entries: { name: string; data?: Uint8Array; prefix?: string; longName?: boolean }[],
+  entries: {
+    name: string;
+    data?: Uint8Array;
+    prefix?: string;
+    longName?: boolean;
+    /** Name given in a pax extended header ("x"), as Python's PAX_FORMAT and `tar --format=posix`. */
+    pax?: boolean;
+    /** A global pax header ("g") before the entry. */
+    globalPax?: boolean;
+  }[],
 ): Uint8Array {
   const blocks: Uint8Array[] = [];
   const pad = (n: number) => new Uint8Array((512 - (n % 512)) % 512);
+  const extended = (type: "x" | "g", records: string) => {
+    const body = new TextEncoder().encode(records);
+    blocks.push(
+      tarHeader(type === "x" ? "PaxHeaders/x" : "GlobalHead", body.length, type),
+      body,
+      pad(body.length),
+    );
+  };
   for (const e of entries) {
+    if (e.globalPax) extended("g", paxRecord("comment", "made by the test"));
+    if (e.pax) extended("x", paxRecord("mtime", "1.5") + paxRecord("path", e.name));
     if (e.longName) {
       const name = new TextEncoder().encode(e.name + "\0");
       blocks.push(tarHeader("././@LongLink", name.length, "L"), name, pad(name.length));
     }
-    const shortName = e.longName ? e.name.slice(0, 99) : e.name;
+    const shortName = e.longName ? e.name.slice(0, 99) : e.pax ? "stand-in-name" : e.name;
     if (!e.data) {
       blocks.push(tarHeader(shortName, 0, "5", e.prefix));
       continue;
@@ -225,6 +253,23 @@ Deno.test("extractTar: ustar prefix, GNU long names, unsafe paths, GNU tar's own
     assert.equal((await extractTar(chunked, dir)).length, 2);
     assert.deepEqual(await Deno.readFile(`${dir}/odd/b.bin`), data);
     assert.deepEqual(await Deno.readFile(`${dir}/odd/c.bin`), data.subarray(3, 600));
+
+    // Names from pax extended headers: long, non-ASCII, after a global header; the stand-in
+    // ustar name is not used, and a global header names no file.
+    const paxName = "pax/" + "é".repeat(80) + "/données.bin";
+    const paxEntries = await extractTar(
+      stream(tar([{ name: paxName, data, pax: true, globalPax: true }, { name: "plain.bin", data }])),
+      dir,
+    );
+    assert.deepEqual(paxEntries.map((e) => [e.name, e.size]), [[paxName, 1000], ["plain.bin", 1000]]);
+    assert.deepEqual(await Deno.readFile(`${dir}/${paxName}`), data);
+    await assert.rejects(Deno.stat(`${dir}/stand-in-name`), Deno.errors.NotFound);
+    // A failure in the middle of a file leaves no partial file behind.
+    await assert.rejects(
+      extractTar(stream(tar([{ name: "cut/c.bin", data }]).subarray(0, 700)), dir),
+      /unexpected end/,
+    );
+    assert.deepEqual([...Deno.readDirSync(`${dir}/cut`)], []);
 
     await assert.rejects(extractTar(stream(tar([{ name: "../evil.bin", data }])), dir), /unsafe path/);
     const corrupt = tar([{ name: "c.bin", data }]);

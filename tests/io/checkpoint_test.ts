@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { loadCheckpoint, loadIntoTensors, saveCheckpoint, writeFileAtomic } from "../../src/io/checkpoint.ts";
-import { appendJsonLine, markdownTable, readJsonLines, writeJson } from "../../src/io/report.ts";
+import { writeFileAtomic } from "../../src/io/atomic.ts";
+import { loadCheckpoint, loadIntoTensors, saveCheckpoint } from "../../src/io/checkpoint.ts";
+import { appendJsonLine, markdownTable, readJson, readJsonLines, writeJson } from "../../src/io/report.ts";
 import { encodeSafetensors } from "../../src/io/safetensors.ts";
 import { fromArray, zeros } from "../../src/ops/creation.ts";
 import { gpuTest } from "../helpers/setup.ts";
@@ -18,7 +19,14 @@ gpuTest("checkpoint: round trip through GPU tensors, with metadata", async () =>
     const labels = fromArray(new Int32Array([-3, 0, 2147483647, 5]), [4], "i32");
     const step = fromArray(new Uint32Array([4000000000]), [], "u32");
     const empty = zeros([0, 4]);
-    const metadata = { epoch: 3, config: { lr: 0.1, arch: "resnet18" }, name: "run-1", done: false };
+    const metadata = {
+      epoch: 3,
+      config: { lr: 0.1, arch: "resnet18" },
+      name: "run-1",
+      done: false,
+      // Kept as numbers (JSON alone would turn them into null, and a resumed run's sums into 0).
+      sums: [NaN, Infinity, -Infinity, 2],
+    };
     const path = `${dir}/nested/model.safetensors`; // parent directory is created
     await saveCheckpoint(path, { tensors: { "conv.weight": w, labels, step, empty }, metadata });
     assert.deepEqual(await listDir(`${dir}/nested`), ["model.safetensors"]);
@@ -176,6 +184,15 @@ gpuTest("checkpoint: loadIntoTensors reports every mismatch in one error and wri
     assert.deepEqual(result.loaded, ["fc.bias"]);
     assert.deepEqual(result.missing, ["new.head"]);
     assert.deepEqual(result.unexpected.sort(), ["bn.count", "layer1.0.conv1.weight", "old.head"]);
+
+    // Names of Object.prototype's properties are tensors like any other.
+    const protoPath = `${dir}/proto.safetensors`;
+    await saveCheckpoint(protoPath, { tensors: { "fc.bias": file["fc.bias"], toString: file["old.head"] } });
+    const proto = await loadCheckpoint(protoPath);
+    assert.throws(
+      () => loadIntoTensors(proto, { "fc.bias": model["fc.bias"] }),
+      /toString: in the file \(F32\[5\]\) but not in the model/,
+    );
     assert.deepEqual(Array.from(await model["fc.bias"].toArray()), [1, 2, 3]);
     for (const t of [...Object.values(file), ...Object.values(model)]) t.dispose();
   } finally {
@@ -230,6 +247,14 @@ Deno.test("writeFileAtomic: replaces the content and leaves no temp file", async
     await writeFileAtomic(`${dir}/f`, new Uint8Array([1, 2, 3]));
     assert.deepEqual(await Deno.readFile(`${dir}/f`), new Uint8Array([1, 2, 3]));
     assert.deepEqual(await listDir(dir), ["f"]);
+    // A writer killed mid-write left its temp file: the next write of that path removes it, and
+    // leaves other files alone (another path's temp, names that only look alike).
+    const others = ["f.tmp-0123456789ab", "g.tmp-0123456789ab", "f.tmp-notours", "f.tmp-0123456789abc"];
+    for (const name of others) await Deno.writeFile(`${dir}/${name}`, new Uint8Array(8));
+    await writeFileAtomic(`${dir}/f`, new Uint8Array([4]));
+    assert.deepEqual(await listDir(dir), ["f", ...others.slice(1)].sort());
+    // A parent path that is a file: the error names the folder.
+    await assert.rejects(writeFileAtomic(`${dir}/f/x`, new Uint8Array([1])), /could not write .*f\/x/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -253,8 +278,23 @@ Deno.test("report: writeJson (atomic, pretty), appendJsonLine / readJsonLines", 
     assert.equal(await Deno.readTextFile(log), '{"step":1,"loss":2.5}\n{"step":2,"loss":1.5}\n');
     await Deno.writeTextFile(log, '{"step":3,"lo', { append: true }); // a torn final append
     assert.deepEqual(await readJsonLines(log), [{ step: 1, loss: 2.5 }, { step: 2, loss: 1.5 }]);
+    // The next append (a resumed run) cuts the torn line off instead of gluing itself to it.
+    await appendJsonLine(log, { step: 3, loss: 1 });
+    assert.equal(
+      await Deno.readTextFile(log),
+      '{"step":1,"loss":2.5}\n{"step":2,"loss":1.5}\n{"step":3,"loss":1}\n',
+    );
     await Deno.writeTextFile(log, "x\n", { append: true });
-    await assert.rejects(readJsonLines(log), /train\.jsonl:3: invalid JSON line/);
+    await assert.rejects(readJsonLines(log), /train\.jsonl:4: invalid JSON line/);
+
+    // NaN and ±Infinity survive (JSON.stringify would write null): a diverged loss stays visible.
+    const nonFinite = { loss: NaN, curve: new Float32Array([1, NaN, Infinity]), low: -Infinity, name: "x" };
+    await writeJson(`${dir}/nf.json`, nonFinite);
+    assert.match(await Deno.readTextFile(`${dir}/nf.json`), /"loss": "NaN"/);
+    assert.deepEqual(await readJson(`${dir}/nf.json`), { ...nonFinite, curve: [1, NaN, Infinity] });
+    await appendJsonLine(`${dir}/nf.jsonl`, nonFinite);
+    assert.deepEqual(await readJsonLines(`${dir}/nf.jsonl`), [{ ...nonFinite, curve: [1, NaN, Infinity] }]);
+    await assert.rejects(readJson(`${dir}/missing.json`), /missing\.json/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

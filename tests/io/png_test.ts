@@ -227,6 +227,9 @@ Deno.test("png: lineChart has the stated size, axes, grid and one colour per ser
       [[{ name: "none", values: [] }], 100, 40, false],
       [[{ name: "one", values: [3] }, { name: "neg", values: [-1, 0, 1e-4, 10] }], 500, 400, true],
       [[], 32, 32, false],
+      // Ranges past f64 max (hi − lo overflowed and the line drawing never ended).
+      [[{ name: "huge", values: [1e308, -1e308] }], 64, 64, false],
+      [[{ name: "flat", values: [1.7e308, 1.7e308] }], 64, 64, false],
     ] as const
   ) {
     const img = lineChart(s, { width: w, height: h, logY });

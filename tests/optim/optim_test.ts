@@ -352,6 +352,52 @@ gpuTest("optimizers: zeroGrad, no readback in step(), argument and state errors"
   disposeRun(run);
 });
 
+gpuTest("optimizers: a step that throws changes nothing, so the retry is the first step", async () => {
+  const makers: [string, (params: Record<string, Tensor>) => Optimizer][] = [
+    ["Adam", (params) => new Adam({ params, lr: 0.1 })],
+    ["SGD", (params) => new SGD({ params, lr: 0.1, momentum: 0.9, dampening: 0.5 })],
+  ];
+  for (const [name, make] of makers) {
+    const tried = { a: fromArray([1, 2], [2]), b: fromArray([1, 2, 3], [3]) };
+    const clean = { a: fromArray([1, 2], [2]), b: fromArray([1, 2, 3], [3]) };
+    const opt = make(tried), reference = make(clean);
+    const unchanged = () => {
+      assert.equal(opt.stepCount, 0, `${name}: step count after a failed step`);
+      const state = opt.state();
+      assert.deepEqual(state.paramSteps, {}, `${name}: parameter steps after a failed step`);
+      for (const t of Object.values(state.tensors)) t.dispose();
+    };
+    tried.a.grad = fromArray([1, 1], [2]);
+    tried.b.grad = fromArray([1, 1], [2]); // the wrong shape: found after "a" was ready
+    assert.throws(() => opt.step(), new RegExp(`${name}\\.step: gradient of "b" is f32\\[2\\]`));
+    unchanged();
+    tried.b.grad.dispose(); // disposed but still set
+    assert.throws(() => opt.step(), /gradient of "b" was disposed but not set to null/);
+    unchanged();
+    tried.b.grad = fromArray([1, 1, 1], [3]);
+    opt.lr = NaN; // e.g. from a broken schedule
+    assert.throws(() => opt.step(), new RegExp(`${name}\\.step: lr must be a finite number`));
+    unchanged();
+    opt.lr = 0.1;
+    opt.step();
+    clean.a.grad = fromArray([1, 1], [2]);
+    clean.b.grad = fromArray([1, 1, 1], [3]);
+    reference.step();
+    for (const k of ["a", "b"] as const) {
+      assert.deepEqual(await tried[k].toArray(), await clean[k].toArray(), `${name}: "${k}" after the retry`);
+    }
+    for (const o of [opt, reference]) {
+      o.zeroGrad();
+      o.disposeState();
+    }
+    for (const t of [...Object.values(tried), ...Object.values(clean)]) t.dispose();
+  }
+  // One tensor under two names would be updated twice per step.
+  const w = fromArray([1], [1]);
+  assert.throws(() => new SGD({ params: { w, tied: w }, lr: 1 }), /SGD: "tied" and "w" are the same tensor/);
+  w.dispose();
+});
+
 gpuTest("schedules: values at chosen steps match the hand-computed formulas", () => {
   const close = (a: number, b: number, what: string) =>
     assert.ok(Math.abs(a - b) < 1e-12, `${what}: ${a} != ${b}`);

@@ -101,6 +101,21 @@ gpuTest("random: rand is bit-identical to the Philox reference; streams are inde
   assert.notDeepEqual(other, u);
   const scaled = await rand([8], { seed: 1, low: -2, high: 3 }).toArray();
   assert.ok(scaled.every((v) => v >= -2 && v < 3));
+  // Seeds and streams outside the generator's key and counter would alias other draws.
+  assert.throws(() => rand([2], { seed: 1.5 }), /rand: seed must be an integer in \[0, 2\^53\), got 1.5/);
+  assert.throws(() => randn([2], { seed: -1 }), /randn: seed must be an integer/);
+  assert.throws(
+    () => rand([2], { seed: 1, stream: 2 ** 32 }),
+    /rand: stream must be an integer in \[0, 2\^32\)/,
+  );
+  const high = await rand([4], { seed: 2 ** 40 + 3, stream: 2 ** 32 - 1 }).toArray();
+  assert.deepEqual(
+    high,
+    Float32Array.from(
+      [0, 1, 2, 3],
+      (i) => (philox4x32([i, 0, 2 ** 32 - 1, 0], [3, 256])[0] >>> 8) * 2 ** -24,
+    ),
+  );
 });
 
 gpuTest("random: randn moments, Box-Muller vs reference, default generator advances", async () => {

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { DataLoader } from "../../src/data/loader.ts";
+import { readJsonLines } from "../../src/io/report.ts";
 import { fromArray } from "../../src/ops/creation.ts";
 import { Progress } from "../../src/train/progress.ts";
 import { RunFolder } from "../../src/train/run_folder.ts";
@@ -27,10 +28,14 @@ interface Toy {
   loader: DataLoader;
 }
 
-/** Two epochs; each step's sums: (step + 1) per image, and 1 per image; `failEval` throws in that epoch's evaluation. */
+/**
+ * Two epochs; each step's sums: (step + 1) per image, and 1 per image (the loss is NaN at step
+ * `nanStep`); `failEval` throws in that epoch's evaluation.
+ */
 function toyStage(
   settings: { logEvery: number; checkpointEvery: number; stopAfterSteps?: number },
   failEval?: number,
+  nanStep?: number,
 ): Toy {
   const loader = new DataLoader(dataset, { batchSize, seed: 5 });
   const def: StageDefinition = {
@@ -40,7 +45,8 @@ function toyStage(
     modules: {},
     optimizers: {},
     metrics: ["loss", "images"],
-    step: (batch, step) => fromArray([batch.labels.size * (step + 1), batch.labels.size], [2]),
+    step: (batch, step) =>
+      fromArray([step === nanStep ? NaN : batch.labels.size * (step + 1), batch.labels.size], [2]),
     evaluate: (epoch) => {
       if (epoch === failEval) return Promise.reject(new Error("killed during the evaluation"));
       return Promise.resolve({ accuracy: epoch + 1 });
@@ -56,9 +62,9 @@ const untimed = (history: EpochSummary[]) =>
 async function runToy(
   dir: string,
   settings: { logEvery: number; checkpointEvery: number; stopAfterSteps?: number },
-  options: { resume?: boolean; failEval?: number } = {},
+  options: { resume?: boolean; failEval?: number; nanStep?: number } = {},
 ) {
-  const { def, loader } = toyStage(settings, options.failEval);
+  const { def, loader } = toyStage(settings, options.failEval, options.nanStep);
   try {
     return await runStage(def, new RunFolder(dir), { ...quiet, resume: options.resume });
   } finally {
@@ -88,22 +94,25 @@ gpuTest("stage runner: a kill during an epoch's evaluation resumes into that eva
 gpuTest(
   "stage runner: stopped inside an epoch, with sums not yet read back, the resumed run reports the same",
   async () => {
-    // Readbacks at steps 3, 4 (epoch end), 6 and 8; stopped after step 2 or 5, mid-epoch.
+    // Readbacks at steps 3, 4 (epoch end), 6 and 8; stopped after step 2 or 5, mid-epoch. With a
+    // NaN loss at step 1, the sums in the checkpoint hold NaN (JSON alone would make them 0).
     const settings = { logEvery: 3, checkpointEvery: 100 };
-    const full = await runToy(await Deno.makeTempDir(), settings);
-    assert.deepEqual(full.curve.map(([step]) => step), [3, 4, 6, 8]);
-    for (const stopAfterSteps of [2, 5]) {
-      const dir = await Deno.makeTempDir();
-      const stopped = await runToy(dir, { ...settings, stopAfterSteps });
-      assert.equal(stopped.completed, false);
-      const resumed = await runToy(dir, settings, { resume: true });
-      assert.equal(resumed.completed, true);
-      assert.deepEqual(resumed.curve, full.curve, `stopped after step ${stopAfterSteps}: the loss curve`);
-      assert.deepEqual(
-        untimed(resumed.history),
-        untimed(full.history),
-        `stopped after step ${stopAfterSteps}: the epochs`,
-      );
+    for (const nanStep of [undefined, 1]) {
+      const full = await runToy(await Deno.makeTempDir(), settings, { nanStep });
+      assert.deepEqual(full.curve.map(([step]) => step), [3, 4, 6, 8]);
+      assert.equal(Number.isNaN(full.history[0].train.loss), nanStep !== undefined);
+      for (const stopAfterSteps of [2, 5]) {
+        const dir = await Deno.makeTempDir();
+        const stopped = await runToy(dir, { ...settings, stopAfterSteps }, { nanStep });
+        assert.equal(stopped.completed, false);
+        const resumed = await runToy(dir, settings, { resume: true, nanStep });
+        assert.equal(resumed.completed, true);
+        const what = `stopped after step ${stopAfterSteps}, NaN at step ${nanStep}`;
+        assert.deepEqual(resumed.curve, full.curve, `${what}: the loss curve`);
+        assert.deepEqual(untimed(resumed.history), untimed(full.history), `${what}: the epochs`);
+        const log = await readJsonLines<{ type: string; step?: number }>(`${dir}/log.jsonl`);
+        assert.deepEqual(log.filter((e) => e.type === "resume").map((e) => e.step), [stopAfterSteps]);
+      }
     }
   },
 );
