@@ -6,9 +6,10 @@
  */
 import { needsGrad, record } from "../autograd/tape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { keepNanWgsl } from "../../shaders/common.ts";
+import { isNanWgsl, keepNanWgsl } from "../../shaders/common.ts";
 import { mapElements } from "./elementwise.ts";
 import { sumToShape } from "./reduce_axes.ts";
+import { RELU_GRAD } from "./unary.ts";
 
 /** Applies an elementwise gradient expression and reduces it to `like`'s shape. */
 function gradTo(
@@ -32,12 +33,12 @@ export function add(a: Tensor, b: Tensor): Tensor {
 /**
  * max(a + b, 0) in one pass: the join of a residual block (ResNet's relu(out + shortcut))
  * without writing and re-reading the sum. The gradient is dy where the output is positive, for
- * both inputs (relu'(0) = 0).
+ * both inputs (relu'(0) = 0; passed at a NaN, as relu's).
  */
 export function addRelu(a: Tensor, b: Tensor): Tensor {
   const out = mapElements("addRelu", "keep_nan(a + b, max(a + b, 0.0))", [a, b], { helpers: keepNanWgsl });
   return record("addRelu", [a, b], out, (dy) => {
-    const masked = mapElements("addRelu.backward", "select(0.0, a, b > 0.0)", [dy, out]);
+    const masked = mapElements("addRelu.backward", RELU_GRAD, [dy, out], { helpers: isNanWgsl });
     const grads = [sumToShape(masked, a.shape), sumToShape(masked, b.shape)];
     masked.dispose();
     return grads;

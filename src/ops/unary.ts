@@ -10,7 +10,7 @@
 import { record } from "../autograd/tape.ts";
 import { ShapeError } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { extremumNanWgsl, keepNanWgsl } from "../../shaders/common.ts";
+import { extremumNanWgsl, isNanWgsl, keepNanWgsl } from "../../shaders/common.ts";
 import { mapElements } from "./elementwise.ts";
 import { sumToShape } from "./reduce_axes.ts";
 
@@ -33,8 +33,8 @@ function unaryOfInput(
 }
 
 /** y = f(x) whose derivative is a function of y: `grad` over `a` = dy and `b` = y. */
-function unaryOfOutput(op: string, forward: string, x: Tensor, grad: string): Tensor {
-  const y = mapElements(op, forward, [x]);
+function unaryOfOutput(op: string, forward: string, x: Tensor, grad: string, helpers?: string): Tensor {
+  const y = mapElements(op, forward, [x], { helpers });
   return record(op, [x], y, (dy) => [mapElements(`${op}.backward`, grad, [dy, y])]);
 }
 
@@ -75,17 +75,13 @@ export function clamp(x: Tensor, lo: number, hi: number): Tensor {
   return unaryOfInput("clamp", "keep_nan(a, clamp(a, s0, s1))", x, grad, [lo, hi], keepNanWgsl);
 }
 
-/** max(x, 0), NaN kept; relu'(0) = 0. */
+/** max(x, 0), NaN kept; relu'(0) = 0, and dy passes at a NaN (as PyTorch's `x <= 0` mask). */
 export function relu(x: Tensor): Tensor {
-  return unaryOfInput(
-    "relu",
-    "keep_nan(a, max(a, 0.0))",
-    x,
-    "select(0.0, a, b > 0.0)",
-    undefined,
-    keepNanWgsl,
-  );
+  return unaryOfInput("relu", "keep_nan(a, max(a, 0.0))", x, RELU_GRAD, undefined, keepNanWgsl);
 }
+
+/** dy (`a`) where x (`b`) > 0 or is NaN: PyTorch zeroes it where x <= 0, false for a NaN. */
+export const RELU_GRAD = "select(0.0, a, b > 0.0 || is_nan(b))";
 
 /** x for x > 0, slope * x otherwise; the derivative at 0 is `slope` (as PyTorch). */
 export function leakyRelu(x: Tensor, slope = 0.01): Tensor {
@@ -115,17 +111,25 @@ export function sigmoid(x: Tensor): Tensor {
 
 /**
  * tanh(x); d/dx = 1 - y^2. The input is clamped to +-15 (where tanh is 1 to f32 precision),
- * because some drivers compute tanh through e^2x, which overflows to inf / inf = NaN.
+ * because some drivers compute tanh through e^2x, which overflows to inf / inf = NaN; a NaN is
+ * kept (clamp may turn it into a bound: lavapipe gave tanh(NaN) = -1).
  */
 export function tanh(x: Tensor): Tensor {
-  return unaryOfOutput("tanh", "tanh(clamp(a, -15.0, 15.0))", x, "a * (1.0 - b * b)");
+  return unaryOfOutput(
+    "tanh",
+    "keep_nan(a, tanh(clamp(a, -15.0, 15.0)))",
+    x,
+    "a * (1.0 - b * b)",
+    keepNanWgsl,
+  );
 }
 
 /**
- * x^p for a constant exponent, real-valued like PyTorch: negative bases work for integer p
- * (odd p keeps the sign), give NaN for fractional p; x^0 = 1 (also at 0). WGSL's pow is only
- * defined for positive bases, hence the helper. d/dx = p x^(p-1), and 0 for p = 0 (also at
- * x = 0, where 0 * 0^-1 would be NaN).
+ * x^p for a constant exponent, real-valued like PyTorch (C99's pow): negative bases work for
+ * integer p (odd p keeps the sign), give NaN for fractional p (but (-inf)^p = +inf or +0);
+ * x^0 = 1 (also at 0 and NaN); NaN^p = NaN; (±0)^p for p < 0 is ±inf for odd p, else +inf.
+ * WGSL's pow is only defined for positive bases, hence the helper. d/dx = p x^(p-1), and 0 for
+ * p = 0 (also at x = 0, where 0 * 0^-1 would be NaN).
  */
 export function pow(x: Tensor, p: number): Tensor {
   if (!Number.isFinite(p)) throw new ShapeError("pow", `exponent must be finite, got ${p}`);
@@ -134,14 +138,21 @@ export function pow(x: Tensor, p: number): Tensor {
   ], POW_REAL);
 }
 
-const POW_REAL = /* wgsl */ `
+const POW_REAL = /* wgsl */ `${isNanWgsl}
 fn pow_real(x: f32, p: f32) -> f32 {
   if (p == 0.0) { return 1.0; }
-  if (x == 0.0) { return select(1.0 / x, 0.0, p > 0.0); }
+  if (is_nan(x)) { return x; }
+  let odd = fract(p) == 0.0 && fract(p * 0.5) != 0.0;
+  let inf = bitcast<f32>(0x7f800000u);
+  // ±0: odd p keeps the sign (0^3 = 0, (-0)^-1 = -inf), even or fractional p gives +0 or +inf.
+  if (x == 0.0) { return select(select(inf, 1.0 / x, odd), select(0.0, x, odd), p > 0.0); }
   let m = pow(abs(x), p);
   if (x > 0.0) { return m; }
-  if (fract(p) != 0.0) { return bitcast<f32>(0x7fc00000u); }
-  return select(m, -m, fract(p * 0.5) != 0.0);
+  if (fract(p) != 0.0) {
+    if (x < -3.4028235e38) { return select(0.0, inf, p > 0.0); } // (-inf)^p
+    return bitcast<f32>(0x7fc00000u);
+  }
+  return select(m, -m, odd);
 }`;
 
 /**
@@ -162,11 +173,13 @@ function extremum(op: string, wins: ">" | "<", a: Tensor, b: Tensor): Tensor {
   const out = mapElements(op, `${wins === ">" ? "max" : "min"}_nan(a, b)`, [a, b], {
     helpers: extremumNanWgsl,
   });
-  // Share of dy for the first operand (`b` here) against the second (`c`): 1, 1/2 or 0.
+  // Share of dy for the first operand (`b` here) against the second (`c`): 1, 1/2 or 0; 1 for
+  // both where either is NaN (PyTorch only zeroes the losing side, and a NaN loses no compare).
   const share = (mine: string, other: string) =>
-    `a * select(select(0.0, 0.5, ${mine} == ${other}), 1.0, ${mine} ${wins} ${other})`;
+    `a * select(select(select(0.0, 0.5, ${mine} == ${other}), 1.0, ${mine} ${wins} ${other}), 1.0, ` +
+    `is_nan(${mine}) || is_nan(${other}))`;
   const gradTo = (dy: Tensor, mine: Tensor, other: Tensor) => {
-    const full = mapElements(`${op}.backward`, share("b", "c"), [dy, mine, other]);
+    const full = mapElements(`${op}.backward`, share("b", "c"), [dy, mine, other], { helpers: isNanWgsl });
     const reduced = sumToShape(full, mine.shape);
     full.dispose();
     return reduced;

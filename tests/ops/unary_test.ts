@@ -170,19 +170,36 @@ gpuTest("unary: saturation and special values", async () => {
   await atPoints((x) => pow(x, 0), [-2, 0, 5], [1, 1, 1], [0, 0, 0], "pow 0");
   await atPoints((x) => pow(x, -1), [0, -4], [Infinity, -0.25], null, "pow -1");
   await atPoints((x) => pow(x, 0.5), [-4, 4], [NaN, 2], null, "pow 0.5");
-  // NaN stays NaN through the max/min-based ops, as in PyTorch (WGSL's max may drop it).
-  await atPoints(relu, [NaN, -1, 3], [NaN, 0, 3], [0, 0, 1], "relu NaN");
+  // C99 / PyTorch special cases: NaN bases, signed zeros, -inf with fractional exponents.
+  await atPoints((x) => pow(x, 2), [NaN, -0], [NaN, 0], [NaN, 0], "pow 2 NaN");
+  for (const [p, want] of [[-2, Infinity], [-0.5, Infinity], [-1, -Infinity], [-3, -Infinity]]) {
+    await atPoints((x) => pow(x, p), [-0], [want], null, `pow(-0, ${p})`);
+  }
+  await atPoints((x) => pow(x, 0.5), [-Infinity], [Infinity], null, "pow(-inf, 0.5)");
+  await atPoints((x) => pow(x, -1.5), [-Infinity], [0], null, "pow(-inf, -1.5)");
+  await atPoints((x) => pow(x, 3), [-Infinity], [-Infinity], null, "pow(-inf, 3)");
+  // NaN stays NaN through the max/min-based ops, as in PyTorch (WGSL's max and clamp may drop
+  // it); the gradient passes at a NaN, as PyTorch's masks (x <= 0, self < other) are false there.
+  await atPoints(relu, [NaN, -1, 3], [NaN, 0, 3], [1, 0, 1], "relu NaN");
+  await atPoints(tanh, [NaN, 0], [NaN, 0], [NaN, 1], "tanh NaN");
   await atPoints((x) => clamp(x, 0, 1), [NaN, 2], [NaN, 1], null, "clamp NaN");
   const [a, b] = [fromArray([NaN, 1, 2]), fromArray([0, NaN, 1])];
-  const binary = [["maximum", maximum, [NaN, NaN, 2]], ["minimum", minimum, [NaN, NaN, 1]], [
-    "addRelu",
-    addRelu,
-    [NaN, NaN, 3],
-  ]] as const;
-  for (const [name, op, want] of binary) {
-    const y = op(a, b);
-    assertClose(await y.toArray(), want, `${name} NaN`, { rtol: 0, atol: 0 });
-    y.dispose();
+  const binary = [
+    ["maximum", maximum, [NaN, NaN, 2], [[1, 1, 1], [1, 1, 0]]],
+    ["minimum", minimum, [NaN, NaN, 1], [[1, 1, 0], [1, 1, 1]]],
+    ["addRelu", addRelu, [NaN, NaN, 3], [[1, 1, 1], [1, 1, 1]]],
+  ] as const;
+  for (const [name, op, want, wantGrads] of binary) {
+    const dy = fromArray([1, 1, 1]);
+    const { value, grads } = grad(op, [a, b], dy);
+    assertClose(await value.toArray(), want, `${name} NaN`, { rtol: 0, atol: 0 });
+    for (const k of [0, 1]) {
+      assertClose(await grads[k].toArray(), wantGrads[k], `${name} NaN: gradient of input ${k}`, {
+        rtol: 0,
+        atol: 0,
+      });
+    }
+    [dy, value, ...grads].forEach((t) => t.dispose());
   }
   [a, b].forEach((t) => t.dispose());
 });
