@@ -373,7 +373,11 @@ export async function downloadCifar(
   try {
     await extractTar(file.readable.pipeThrough(new DecompressionStream("gzip")), destDir);
   } catch (e) {
-    throw new DatasetError(`${f.title}: extracting ${archive} failed: ${(e as Error).message}`);
+    throw new DatasetError(
+      `${f.title}: extracting ${archive} failed: ${(e as Error).message} (it must be one gzip ` +
+        `stream holding a tar archive, as the official file; or extract it by hand: ` +
+        `tar xzf ${archive} -C ${destDir})`,
+    );
   }
   const problems = await checkExtracted(which, folder, options.expectedRecords);
   if (problems.length) {
