@@ -28,8 +28,10 @@ export interface GradientOptions {
   /** Average logits over the EOT draws before the loss, instead of averaging gradients. */
   averageLogits?: boolean;
   /**
-   * BPDA: forward through `model`, but differentiate through `surrogate` (e.g. the classifier
-   * alone, treating purifier ∘ transform as the identity in the backward pass).
+   * BPDA: forward through `model`, but differentiate through `surrogate`. For purifier ∘
+   * transform treated as the identity in the backward pass, the surrogate is straight-through:
+   * `x => f(x + detach(purify(x) − x))` (f's gradient at the purified image). The classifier
+   * alone, f(x), is protocol B's transfer gradient instead, much weaker on purifiers.
    */
   surrogate?: Model;
   /** Seed of the attack's own randomness (random starts, Square's proposals). */

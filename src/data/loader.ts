@@ -131,6 +131,12 @@ export interface LoaderOptions {
    * is the same in every run. Without `limit` all samples are used in dataset order.
    */
   limit?: number;
+  /**
+   * With `limit`: "fixed" (default) keeps that one class-balanced subset for every epoch;
+   * "fresh" takes a new random subset each epoch, the first `limit` of a shuffled pass over the
+   * whole dataset (an iteration-capped epoch, as "epochs of 625 iterations" in AToP's code).
+   */
+  limitSubset?: "fixed" | "fresh";
   augment?: AugmentOptions;
   /** Where to start (default { epoch: 0, batch: 0 }); see `seek`. */
   start?: LoaderState;
@@ -242,6 +248,8 @@ export class DataLoader {
   readonly layout: "row" | "element";
   /** Samples per epoch (`limit` or the dataset size). */
   readonly samples: number;
+  /** Whether a `limit` subset is the same every epoch or drawn afresh (see LoaderOptions). */
+  readonly limitSubset: "fixed" | "fresh";
   /** Batches per epoch. */
   readonly batchesPerEpoch: number;
   #base: Uint32Array;
@@ -272,13 +280,23 @@ export class DataLoader {
     this.layout = options.layout ?? (currentGpu().adapterClass === "cpu" ? "row" : "element");
 
     const n = this.dataset.length;
+    this.limitSubset = options.limitSubset ?? "fixed";
+    if (this.limitSubset !== "fixed" && this.limitSubset !== "fresh") {
+      throw new RangeError(`DataLoader: limitSubset must be "fixed" or "fresh", got ${this.limitSubset}`);
+    }
+    if (this.limitSubset === "fresh" && !this.shuffle) {
+      throw new RangeError(`DataLoader: limitSubset "fresh" draws a random subset and needs shuffle`);
+    }
     if (options.limit !== undefined) {
       checkInteger("limit", options.limit, 1);
-      this.#base = balancedOrder(this.dataset.hostLabels).subarray(0, Math.min(options.limit, n));
+      this.samples = Math.min(options.limit, n);
+      this.#base = this.limitSubset === "fresh"
+        ? Uint32Array.from({ length: n }, (_, i) => i)
+        : balancedOrder(this.dataset.hostLabels).subarray(0, this.samples);
     } else {
       this.#base = Uint32Array.from({ length: n }, (_, i) => i);
+      this.samples = n;
     }
-    this.samples = this.#base.length;
     this.batchesPerEpoch = this.dropLast
       ? Math.floor(this.samples / this.batchSize)
       : Math.ceil(this.samples / this.batchSize);
@@ -311,7 +329,9 @@ export class DataLoader {
 
   /** The dataset indices of epoch `epoch`, in order (host side). */
   order(epoch: number): Uint32Array<ArrayBuffer> {
-    return epochOrder(this.#base, this.seed, epoch, this.shuffle);
+    const order = epochOrder(this.#base, this.seed, epoch, this.shuffle);
+    // "fresh": the epoch's shuffle of every sample, cut at `limit`.
+    return order.length === this.samples ? order : order.slice(0, this.samples);
   }
 
   /** Produces the next batch and advances the state (into the next epoch after the last). */

@@ -27,7 +27,7 @@ import { argmax } from "../ops/reduce_extra.ts";
 import { concat } from "../ops/shape_ops.ts";
 import { tidy } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { type AttackEntry, resolveAttack } from "../attacks/registry.ts";
+import { type AttackEntry, getAttack, resolveAttack } from "../attacks/registry.ts";
 import { resultChecks, type SanityCheck } from "./sanity.ts";
 import { planBatches, type Shard } from "./shard.ts";
 import { summarize, type SummaryRow, threatLabel, worseForDefence } from "./report.ts";
@@ -358,6 +358,21 @@ interface ResolvedAttack {
   bound: "norm" | "spatial";
 }
 
+/**
+ * Square's EOT draws on a random defence (ATTACKS.md: "average the loss over ~20 forward passes
+ * per candidate"): judged on one draw, a candidate that got a lucky draw sets the bar and later
+ * real improvements are rejected, so the attack stalls and overstates robustness.
+ */
+export const SQUARE_EOT_ON_RANDOM = 20;
+
+/** The options an attack runs with: Square gets EOT draws against a random model unless set. */
+function effectiveOptions(a: ResolvedAttack, attacksRandomModel: boolean): Record<string, unknown> {
+  const blackBox = typeof a.entry.attack === "string" && getAttack(a.entry.attack).access === "black-box";
+  return attacksRandomModel && blackBox && a.options.eot === undefined
+    ? { ...a.options, eot: SQUARE_EOT_ON_RANDOM }
+    : a.options;
+}
+
 function resolveEntries(entries: AttackEntry[]): ResolvedAttack[] {
   const labels = new Set<string>();
   return entries.map((entry) => {
@@ -438,8 +453,11 @@ export async function evaluateRobustness(options: EvaluateOptions): Promise<Eval
     const random = randomness.random;
     const draws = options.draws ?? (random ? 10 : 1);
     const seeds = options.seeds ?? (random ? [0, 1, 2] : [0]);
-    if (random && draws < 3) {
-      warn(`random model evaluated with only ${draws} draws per candidate (use >= 10)`);
+    if (random && draws < 10) {
+      warn(
+        `random model evaluated with only ${draws} draws per candidate (ATTACKS.md: R = 10-20); ` +
+          `the worst case, picked on few noisy draws, may come out above single attacks`,
+      );
     }
     if (random && seeds.length < 3) {
       warn(`random model evaluated with ${seeds.length} attack seed(s) (use >= 3)`);
@@ -456,6 +474,8 @@ export async function evaluateRobustness(options: EvaluateOptions): Promise<Eval
 
     for (const protocol of protocols) {
       const attacked = protocol === "S" ? options.model : options.subModel!;
+      // Protocol B attacks the classifier alone, which is deterministic.
+      const optionsOf = (a: ResolvedAttack) => effectiveOptions(a, protocol === "S" && random);
       for (const threat of options.threats) {
         // Threat-independent attacks already run in this protocol: reuse their records.
         const reuse = attacks.map((a) =>
@@ -467,7 +487,7 @@ export async function evaluateRobustness(options: EvaluateOptions): Promise<Eval
           attacks: attacks.map((a, j) => ({
             label: a.entry.label,
             attack: a.name,
-            options: jsonOptions(a.options),
+            options: jsonOptions(optionsOf(a)),
             bound: a.bound,
             ...(reuse[j] ? { reusedFrom: threatLabel(reuse[j]!.threat) } : {}),
           })),
@@ -546,7 +566,7 @@ export async function evaluateRobustness(options: EvaluateOptions): Promise<Eval
                   seedAttackedModel(attackSeed);
                   const t1 = performance.now();
                   const xAdv = tidy(() =>
-                    a.fn(attacked, sub.x, sub.y, threat, { ...a.options, seed: attackSeed })
+                    a.fn(attacked, sub.x, sub.y, threat, { ...optionsOf(a), seed: attackSeed })
                   );
                   let advArray: Float32Array;
                   try {

@@ -87,7 +87,9 @@ function accuracies(outcomes: Outcome[], draws: number): { single: number; major
 /**
  * Summary rows per setting: clean, each attack, the worst case. In sequential (AutoAttack-style)
  * suites an attack's row is the robust accuracy AFTER it (worst case over clean and the
- * norm-bounded attacks so far), as AutoAttack prints; otherwise it is the attack on its own.
+ * norm-bounded attacks so far), as AutoAttack prints; otherwise it is the attack on its own. On a
+ * random model those cumulative rows are scored on the selection draws (the minimum of noisy
+ * outcomes, biased low); the worst-case row alone is re-evaluated on fresh draws.
  */
 export function summarize(result: EvalResult): SummaryRow[] {
   const rows: SummaryRow[] = [];
@@ -241,7 +243,15 @@ export function markdownReport(result: EvalResult, title = "Robust evaluation"):
         ? `: ${result.randomness.predictionChanges}/${result.randomness.points} predictions changed over ${result.randomness.passes} passes`
         : ""
     }); ${c.draws} draw(s) per candidate; attack seeds ${c.seeds.join(", ")}${
-      c.sequential ? "; sequential (attacks run on the points still robust)" : ""
+      c.sequential
+        ? `; sequential (attacks run on the points still robust; each attack's row is the robust accuracy ` +
+          `after it${
+            c.random
+              ? `, scored on the draws that picked the candidates: only the worst-case row is re-evaluated on ` +
+                `fresh draws, so the rows above it read low`
+              : ""
+          })`
+        : ""
     }`,
     `- sample size: n = ${n} (1 sigma = ${sigma(0.5)} points at p = 0.5, ${sigma(0.9)} at p = 0.9)` +
     `${c.seeds.length > 1 ? "; ± is the sample std (n − 1) over attack seeds" : ""}`,

@@ -20,7 +20,14 @@ import { fromArray } from "../ops/creation.ts";
 import { defaultGenerator, manualSeed } from "../ops/random.ts";
 import { tidy } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { type EvalResult, mixSeed, outcomes, predictDraws, seedAttackedModel } from "./protocol.ts";
+import {
+  type EvalResult,
+  mixSeed,
+  outcomes,
+  predictDraws,
+  seedAttackedModel,
+  SQUARE_EOT_ON_RANDOM,
+} from "./protocol.ts";
 import { findRow, threatLabel } from "./report.ts";
 
 export interface SanityCheck {
@@ -201,7 +208,10 @@ export async function runSanityChecks(
   const singleStep = options.singleStep ?? resolveAttack("fgsm").fn;
   const square = resolveAttack("square", { queries: options.blackBoxQueries ?? 1000 });
   const blackBox = options.blackBox === null ? null : options.blackBox ?? square.fn;
-  const blackOpts = options.blackBox ? {} : square.options;
+  // On a random model Square judges each candidate on EOT draws (see SQUARE_EOT_ON_RANDOM).
+  const blackOpts = options.blackBox
+    ? {}
+    : { ...square.options, ...(random ? { eot: SQUARE_EOT_ON_RANDOM } : {}) };
   const checks: SanityCheck[] = [];
   let phase = 0;
 

@@ -17,7 +17,12 @@ import { describeRt } from "../purify/transforms.ts";
 
 export interface Finding {
   claim: string;
-  /** true: holds beyond noise; false: the opposite holds beyond noise, or a ≥ claim fails; null: within noise. */
+  /** "A > B" or "A ≥ B". */
+  kind: ">" | ">=";
+  /**
+   * true: A is above B beyond noise; false: B is above A beyond noise (or, for "A > B", A is not
+   * above B); null: within noise, which does not refute a "≥" claim but does not show it either.
+   */
   holds: boolean | null;
   detail: string;
 }
@@ -50,18 +55,21 @@ export function formatCell(c: Cell): string {
 }
 
 /**
- * "A > B" (strict: beyond noise) or "A ≥ B" (holds unless B is above A beyond noise). Rows share
- * their evaluation points, so the noise is that of the per-point differences (a paired test);
- * cells without per-point data (older comparison.json files) fall back to two independent means.
+ * "A > B" or "A ≥ B", judged against the noise: A above B beyond it, B above A beyond it, or
+ * within it (reported as such: a "≥" claim within noise is not refuted, and not shown). Rows
+ * share their evaluation points, so the noise is that of the per-point differences (a paired
+ * test); cells without per-point data (older comparison.json files) fall back to two
+ * independent means.
  */
 function compare(claim: string, a: Cell, b: Cell, kind: ">" | ">=", names: [string, string]): Finding {
   const paired = a.perPoint && b.perPoint ? pairedDifference(a.perPoint, b.perPoint) : null;
   const n = paired?.n ?? Math.min(a.n, b.n);
   const diff = paired?.diff ?? a.singleDraw.mean - b.singleDraw.mean;
   const tol = paired?.tolerance ?? noiseTolerance(a.singleDraw.mean, b.singleDraw.mean, n);
-  const holds = kind === ">" ? (diff > tol ? true : diff < -tol ? false : null) : diff >= -tol;
+  const holds = diff > tol ? true : diff < -tol ? false : null;
   return {
     claim,
+    kind,
     holds,
     detail: `${names[0]} ${pct(a.singleDraw.mean)} % vs ${names[1]} ${pct(b.singleDraw.mean)} % ` +
       `(difference ${diff >= 0 ? "+" : ""}${pct(diff)} points, noise ±${pct(tol)} ${
@@ -152,8 +160,10 @@ export function findings(comparison: Comparison): Finding[] {
   return out;
 }
 
-function verdict(holds: boolean | null): string {
-  return holds === true ? "holds" : holds === false ? "**does not hold**" : "within noise";
+function verdict({ holds, kind }: Finding): string {
+  if (holds === true) return "holds";
+  if (holds === false) return "**does not hold**";
+  return kind === ">=" ? "within noise (not refuted, not shown)" : "within noise";
 }
 
 export function comparisonTable(comparison: Comparison): string {
@@ -201,7 +211,9 @@ export function studyMarkdown(report: StudyReport): string {
     `accuracy over R = ${c.draws} fresh draws, mean ± sample std (n − 1) over ${c.seeds.length} attack seeds (majority-vote ` +
     `accuracy in report.json). **B**: attacks on the classifier alone, then purified (what the AToP notebooks ` +
     `report; an upper bound). **S**: full-gradient attacks through transform, purifier and classifier, each ` +
-    `gradient averaged over EOT ${e.eot} fresh draws (deterministic rows: EOT 1). **unseen**: threats no row ` +
+    `gradient averaged over EOT ${e.eot} fresh draws (deterministic rows: EOT 1); EOT-PGD-k is PGD with a ` +
+    `random start and steps of max(ε/4, 2.5·ε/k), not Lee & Kim's fixed 0.007 without one; the worst case ` +
+    `is per point over clean and the linf attacks, re-evaluated on R fresh draws. **unseen**: threats no row ` +
     `was trained on. linf budget ${Number(e.linfEps.toPrecision(4))}, l2 ${e.l2Eps}, StAdv flow bound ` +
     `${e.stadvBound}.`,
     "",
@@ -209,7 +221,7 @@ export function studyMarkdown(report: StudyReport): string {
     "",
     "## Findings (generated from the table)",
     "",
-    ...report.findings.map((f) => `- ${f.claim}: ${verdict(f.holds)} — ${f.detail}.`),
+    ...report.findings.map((f) => `- ${f.claim}: ${verdict(f)} — ${f.detail}.`),
     "",
     "## Figure 3: clean, adversarial, transformed, purified",
     "",

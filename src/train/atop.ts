@@ -100,7 +100,8 @@ function adversarialImages(
 
 /**
  * Fine-tunes `generator` (updated in place; start it from the pre-trained weights) in front of
- * `classifier` (frozen for the stage, restored to trainable after). Returns the stage result.
+ * `classifier` (frozen and in eval mode for the stage; trainable and in its earlier mode after).
+ * Returns the stage result.
  */
 export async function fineTunePurifier(
   config: AtopConfig,
@@ -121,6 +122,7 @@ export async function fineTunePurifier(
     betas: [config.optim.beta1, config.optim.beta2],
   });
   const evalThreat = { norm: config.attack.norm, eps: config.attack.eps };
+  const classifierWasTraining = classifier.training;
   classifier.eval();
   classifier.requiresGrad(false);
   generator.train();
@@ -188,6 +190,7 @@ export async function fineTunePurifier(
     );
   } finally {
     classifier.requiresGrad(true);
+    classifier.train(classifierWasTraining);
     data.dispose();
   }
 }

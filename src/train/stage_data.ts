@@ -9,6 +9,8 @@ export interface StageDataOptions {
   seed: number;
   /** Class-balanced subset of the training split. */
   limit: number | null;
+  /** With `limit`: the same subset every epoch (default) or a fresh random one (LoaderOptions). */
+  limitSubset?: "fixed" | "fresh";
   /** "auto": the dataset's usual augmentation (crop+flip for CIFAR, none for the MNISTs). */
   augment: "auto" | "none" | "crop-flip";
 }
@@ -39,6 +41,7 @@ export async function openStageData(options: StageDataOptions): Promise<StageDat
     shuffle: true,
     seed: options.seed,
     limit: options.limit ?? undefined,
+    limitSubset: options.limitSubset,
     augment: augmentation(options.dataset, options.augment),
   });
   return {

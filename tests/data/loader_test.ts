@@ -246,7 +246,31 @@ gpuTest("loader: limit takes a class-balanced subset; no shuffle keeps its order
   const plain = new DataLoader(gds, { batchSize: 7, shuffle: false });
   assert.deepEqual([...plain.order(0)], Array.from({ length: 60 }, (_, i) => i));
   assert.deepEqual([...plain.order(0)], [...plain.order(1)]);
-  for (const l of [limited, shuffled, plain]) l.dispose();
+
+  // limitSubset "fresh": each epoch a new random 12 of the 60, its batches exactly that order,
+  // the same after a seek (resume).
+  const fresh = new DataLoader(gds, { batchSize: 5, limit: 12, limitSubset: "fresh", seed: 3 });
+  assert.deepEqual([fresh.samples, fresh.batchesPerEpoch], [12, 3]);
+  const epochs = [0, 1, 2].map((e) => [...fresh.order(e)]);
+  for (const e of epochs) assert.equal(new Set(e).size, 12);
+  assert.notDeepEqual(new Set(epochs[0]), new Set(epochs[1]), "a fresh subset each epoch");
+  assert.ok(new Set(epochs.flat()).size > 12 + 6, "the epochs draw from the whole set");
+  const drawn = [...fresh].flatMap((b) => {
+    b.images.dispose();
+    b.labels.dispose();
+    return [...b.indices];
+  });
+  assert.deepEqual(drawn, epochs[0]);
+  fresh.seek({ epoch: 2, batch: 1 });
+  const resumed = fresh.next();
+  assert.deepEqual([...resumed.indices], epochs[2].slice(5, 10));
+  resumed.images.dispose();
+  resumed.labels.dispose();
+  assert.throws(
+    () => new DataLoader(gds, { batchSize: 4, limit: 12, limitSubset: "fresh", shuffle: false }),
+    /limitSubset "fresh" draws a random subset and needs shuffle/,
+  );
+  for (const l of [limited, shuffled, plain, fresh]) l.dispose();
   gds.dispose();
 });
 

@@ -15,6 +15,7 @@ import {
   evaluateRobustness,
   mixSeed,
   seedAttackedModel,
+  SQUARE_EOT_ON_RANDOM,
   uploadPoints,
 } from "../../src/eval/protocol.ts";
 import { randomStart } from "../../src/attacks/projection.ts";
@@ -134,6 +135,30 @@ gpuTest("random model: single-draw and majority-vote accuracies match a host com
   const s = result.summary.find((r) => r.protocol === "S" && r.label === "PGD-3")!.singleDraw.mean;
   const b = result.summary.find((r) => r.protocol === "B" && r.label === "PGD-3")!.singleDraw.mean;
   assert.ok(s <= b + 0.2, `S ${s} vs B ${b}`);
+});
+
+gpuTest("Square against a random model judges candidates on 20 draws (protocol S only)", async () => {
+  const { model: base } = await trainedSmallClassifier({ testCount: 40 });
+  const host = await loadDataset("fashion-mnist", "test");
+  const { result } = await evaluateRobustness({
+    model: noisyModel(base, 0.1),
+    subModel: base,
+    dataset: host,
+    points: evaluationPoints(host.labels, 4),
+    threats: [{ norm: "linf", eps: 0.02 }],
+    attacks: [
+      { label: "Square", attack: "square", options: { queries: 2 } },
+      { label: "Square EOT 3", attack: "square", options: { queries: 2, eot: 3 } },
+    ],
+    protocols: ["S", "B"],
+    draws: 2,
+    seeds: [0],
+    examples: 0,
+    warn: () => {},
+  });
+  const eots = result.settings.map((s) => [s.protocol, s.attacks.map((a) => a.options.eot ?? null)]);
+  // S attacks the random pipeline: 20 unless set; B attacks the deterministic classifier alone.
+  assert.deepEqual(eots, [["S", [SQUARE_EOT_ON_RANDOM, 3]], ["B", [null, 3]]]);
 });
 
 gpuTest("a deterministic model is detected as such and gets one draw and one seed", async () => {

@@ -64,6 +64,7 @@ for (const mode of ["fgsm-transfer", "adaptive", "clean"] as const) {
       assert.equal(result.step, 3);
       assert.deepEqual(await snapshot(classifier), before, "frozen classifier unchanged, bit for bit");
       assert.ok(classifier.parameters().every((p) => p.requiresGrad), "trainable again after the stage");
+      assert.equal(classifier.training, true, "back in training mode, as it came in");
       assert.ok(classifier.parameters().every((p) => !p.grad), "no gradient accumulated in the classifier");
       const after = await snapshot(generator);
       const moved = Object.keys(after).filter((k) => after[k].some((v, i) => v !== generatorBefore[k][i]));
