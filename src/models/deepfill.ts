@@ -41,7 +41,7 @@ import { conv2d } from "../ops/conv2d.ts";
 import { fromArray } from "../ops/creation.ts";
 import { logSoftmax } from "../ops/loss.ts";
 import { batchMatmul } from "../ops/matmul.ts";
-import { maxPool2d } from "../ops/pool.ts";
+import { avgPool2d, maxPool2d, upsampleNearest2d } from "../ops/pool.ts";
 import { sum } from "../ops/reduce.ts";
 import { concat, reshape, slice } from "../ops/shape_ops.ts";
 import { clamp, exp, relu, sigmoid, sqrt, square, tanh } from "../ops/unary.ts";
@@ -62,6 +62,13 @@ export interface DeepFillConfig {
   contextualAttention?: boolean;
   /** Softmax scale of the attention (10 in DeepFill). */
   attentionScale?: number;
+  /**
+   * Run on the input upsampled by this integer factor (nearest) and average-pool both outputs
+   * back (default 1). At 32×32 the bottleneck is 8×8, where the dilation-8 and -16 layers see
+   * only their centre tap; AToP's code ran DeepFill on CIFAR upsampled to 256×256 (before the
+   * attack: ATOP.md trap 2; here the resize is part of g, so the threat stays on the input).
+   */
+  inputScale?: number;
 }
 
 /** A GConv whose feature half goes through ReLU instead of ELU (DeepFill's pmconv6). */
@@ -287,6 +294,7 @@ export const DEEPFILL_DEFAULT_WIDTH = 24;
 export class DeepFillGenerator extends Module {
   readonly channels: number;
   readonly width: number;
+  readonly inputScale: number;
   readonly stage1: CoarseStage;
   readonly stage2: RefinementStage;
 
@@ -294,8 +302,12 @@ export class DeepFillGenerator extends Module {
     super();
     const c = this.channels = config.channels ?? 3;
     const w = this.width = config.width ?? DEEPFILL_DEFAULT_WIDTH;
+    const s = this.inputScale = config.inputScale ?? 1;
     if (!Number.isInteger(c) || c < 1 || !Number.isInteger(w) || w < 1) {
       throw new Error(`DeepFillGenerator: channels and width must be positive integers, got ${c}, ${w}`);
+    }
+    if (!Number.isInteger(s) || s < 1) {
+      throw new RangeError(`DeepFillGenerator: inputScale must be an integer >= 1, got ${s}`);
     }
     const attention = config.contextualAttention ?? currentGpu().adapterClass === "gpu";
     this.stage1 = this.child("stage1", new CoarseStage(c, w));
@@ -308,8 +320,15 @@ export class DeepFillGenerator extends Module {
 
   /** Both stages: x1 (coarse) and x2 (refined), each [N, C, H, W] in [-1, 1]. */
   forwardStages(x: Tensor): { x1: Tensor; x2: Tensor } {
+    checkGeneratorInput("DeepFillGenerator", x, this.channels);
+    const s = this.inputScale;
+    if (s === 1) return this.#stages(x);
+    const { x1, x2 } = this.#stages(upsampleNearest2d(x, s));
+    return { x1: avgPool2d(x1, s), x2: avgPool2d(x2, s) };
+  }
+
+  #stages(x: Tensor): { x1: Tensor; x2: Tensor } {
     const c = this.channels;
-    checkGeneratorInput("DeepFillGenerator", x, c);
     const image = channels(x, 0, c), mask = channels(x, c + 1, 1);
     const x1 = this.stage1.forward(x);
     // Keep the known pixels, take the coarse guess in the hole.

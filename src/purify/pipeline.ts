@@ -34,6 +34,8 @@ export interface PurifierConfig {
   width?: number;
   /** DeepFill's contextual attention (default: on real GPUs only). */
   contextualAttention?: boolean;
+  /** DeepFill: run at this integer multiple of the input size (DeepFillConfig.inputScale). */
+  inputScale?: number;
 }
 
 /** The base width a purifier config builds (its own, or the kind's default). */
@@ -45,12 +47,18 @@ export function purifierWidth(config: PurifierConfig): number {
 export function createPurifier(config: PurifierConfig, channels: number): Purifier {
   switch (config.kind) {
     case "coarse":
+      if ((config.inputScale ?? 1) !== 1) {
+        throw new RangeError(
+          `createPurifier: inputScale is a DeepFill setting (the coarse purifier has none)`,
+        );
+      }
       return new CoarseGenerator({ channels, width: config.width });
     case "deepfill":
       return new DeepFillGenerator({
         channels,
         width: config.width,
         contextualAttention: config.contextualAttention,
+        inputScale: config.inputScale,
       });
     default:
       throw new RangeError(`createPurifier: unknown purifier "${config.kind}" (coarse or deepfill)`);

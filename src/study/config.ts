@@ -372,7 +372,8 @@ export const PROFILES: Record<string, Profile> = {
   },
   "cifar10-paper": {
     describe: "the paper's setting for workstations: CIFAR-10 (deno task data cifar10), ResNet-18, the " +
-      "two-stage DeepFill generator with the GAN term in pre-training, RT2, linf 8/255, l2 0.5, StAdv 0.05, " +
+      "two-stage DeepFill generator (run at 256×256 inside g) with the GAN term in pre-training, RT2, linf " +
+      "8/255, l2 0.5, StAdv 0.05, " +
       "fine-tuning with batch 8, 625-step epochs (each a fresh 5,000 images), λ 0.05 from epoch 3, Adam 1e-4 " +
       "(0.5, 0.999)",
     build: (seed) => {
@@ -387,7 +388,9 @@ export const PROFILES: Record<string, Profile> = {
         atSteps: 10,
         atInit: "scratch",
         rt: { kind: "rt2", grid: 8, missing: 0.25, sigma: 0.25 },
-        purifier: { kind: "deepfill", width: 24 },
+        // At 256×256, as the released code (which upsampled CIFAR before the attack): at 32×32
+        // the 8×8 bottleneck leaves the dilation-8 and -16 layers only their centre tap.
+        purifier: { kind: "deepfill", width: 24, inputScale: 8 },
         gan: true,
         pretrainEpochs: 50,
         pretrainLimit: null,

@@ -202,7 +202,11 @@ export function studyMarkdown(report: StudyReport): string {
     "",
     `Adapter: ${report.adapter}. Wall time: ${(report.wallSeconds / 60).toFixed(1)} min. ` +
     `Dataset: ${report.config.dataset}; classifier ${report.config.classifier.model}; purifier ` +
-    `${report.config.pretrain.purifier.kind} (width ${purifierWidth(report.config.pretrain.purifier)}); ` +
+    `${report.config.pretrain.purifier.kind} (width ${purifierWidth(report.config.pretrain.purifier)}${
+      (report.config.pretrain.purifier.inputScale ?? 1) > 1
+        ? `, run at ${report.config.pretrain.purifier.inputScale}× the input size`
+        : ""
+    }); ` +
     `transform ${describeRt(report.config.pretrain.rt)}.`,
     "",
     "## Comparison",

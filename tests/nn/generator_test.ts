@@ -15,6 +15,7 @@ import {
   validPatches,
 } from "../../src/models/deepfill.ts";
 import { gatedActivation } from "../../src/ops/gated_activation.ts";
+import { avgPool2d, upsampleNearest2d } from "../../src/ops/pool.ts";
 import { add, mul } from "../../src/ops/arithmetic.ts";
 import { conv2d } from "../../src/ops/conv2d.ts";
 import { fromArray } from "../../src/ops/creation.ts";
@@ -484,6 +485,32 @@ gpuTest(
     }
   },
 );
+
+gpuTest("DeepFillGenerator inputScale: the same weights on the upsampled input, pooled back", async () => {
+  // One seed, one initialisation: the two generators hold the same weights.
+  manualSeed(6);
+  const plain = new DeepFillGenerator({ channels: 1, width: 2, contextualAttention: false });
+  manualSeed(6);
+  const scaled = new DeepFillGenerator({ channels: 1, width: 2, contextualAttention: false, inputScale: 2 });
+  const [wPlain, wScaled] = [plain, scaled].map((g) => g.stateDict()["stage1.conv1.conv.weight"]);
+  assert.deepEqual(await wScaled.toArray(), await wPlain.toArray());
+  const x = toTensor(randomInput(new Rng(6), 2, 1, 8, 8));
+  const { x1, x2 } = tidy(() => scaled.forwardStages(x));
+  const [r1, r2] = tidy(() => {
+    const { x1, x2 } = plain.forwardStages(upsampleNearest2d(x, 2));
+    return [avgPool2d(x1, 2), avgPool2d(x2, 2)];
+  });
+  assert.deepEqual(x2.shape, [2, 1, 8, 8]);
+  assertClose(await x1.toArray(), await r1.toArray(), "x1", { rtol: 1e-6, atol: 1e-6 });
+  assertClose(await x2.toArray(), await r2.toArray(), "x2", { rtol: 1e-6, atol: 1e-6 });
+  // The input gradient reaches every pixel through the resize.
+  const { grads: [dx] } = grad((t) => sum(scaled.forward(t)), [x]);
+  assert.ok((await dx.toArray()).every(Number.isFinite));
+  assert.throws(() => new DeepFillGenerator({ inputScale: 1.5 }), /inputScale must be an integer >= 1/);
+  for (const t of [x, x1, x2, r1, r2, dx]) t.dispose();
+  plain.dispose();
+  scaled.dispose();
+});
 
 gpuTest(
   "DeepFillGenerator: backward (L1 on both stages) reaches every parameter, with and without attention",
