@@ -75,7 +75,7 @@ export async function benchBatchnorm(): Promise<BenchRow[]> {
         impl,
         msPerIter: await backward(relu),
       });
-      // Eval: read x, write y (2 tensors); backward for x, gamma, beta as above (5 tensors).
+      // Eval: read x, write y (2 tensors).
       const evalMode = { training: false };
       const act = batch * c * size * size * 4;
       rows.push({
@@ -84,10 +84,12 @@ export async function benchBatchnorm(): Promise<BenchRow[]> {
         bytes: 2 * act,
         msPerIter: await timeGpu(forward(evalMode), timing),
       });
+      // Eval backward: the dx pass reads no x (the statistics are fixed), so 4 tensors.
       rows.push({
         ...WORK.batchnormBackward,
         name: "batchnorm eval backward 64x64x32x32",
         impl,
+        bytes: 4 * act,
         msPerIter: await backward(evalMode),
       });
     }

@@ -24,7 +24,6 @@ export async function benchConv2d({ variants = false } = {}): Promise<BenchRow[]
   const { batch, channels: c, size, kernel: k } = CONV;
   const x = randn([batch, c, size, size], { seed: 1 });
   const w = randn([c, c, k, k], { seed: 2, std: 0.05 });
-  const b = randn([c], { seed: 3 });
   const dy = randn([batch, c, size, size], { seed: 4 });
   const timing = { warmup: 1, iters: 3, minMs: 500 };
   const rows: BenchRow[] = [];
@@ -34,7 +33,8 @@ export async function benchConv2d({ variants = false } = {}): Promise<BenchRow[]
     for (const [variant, tag, impl] of runs) {
       const options: Conv2dOptions = { padding: 1, variant };
       const passes = [
-        [WORK.convForward, () => conv2d(x, w, b, options).dispose()],
+        // No bias, as the peers' (and a ResNet layer before its batchnorm).
+        [WORK.convForward, () => conv2d(x, w, undefined, options).dispose()],
         [WORK.convBackwardData, () => conv2dBackwardData(dy, w, x.shape, options).dispose()],
         [WORK.convBackwardFilter, () => conv2dBackwardFilter(x, dy, w.shape, options).dispose()],
       ] as const;
@@ -43,7 +43,7 @@ export async function benchConv2d({ variants = false } = {}): Promise<BenchRow[]
       }
     }
   } finally {
-    [x, w, b, dy].forEach((t) => t.dispose());
+    [x, w, dy].forEach((t) => t.dispose());
   }
   return rows;
 }

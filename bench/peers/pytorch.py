@@ -5,7 +5,9 @@ table. Each row is keyed by the workload keys of bench/peers/workloads.ts (`WORK
 side adds the names and work counts, so every rate comes from the same FLOP/byte/image count.
 
 Threads: torch.set_num_threads(--threads), default all logical CPUs (what a user gets).
-Timing: warm-up, then at least --min-ms of iterations (eager mode, float32, NCHW).
+Timing: warm-up, then the best of 3 rounds of at least --min-ms of iterations each (eager mode,
+float32, NCHW). The matmul rows run on whatever BLAS torch links (reported: Debian's default
+reference BLAS is single-threaded and slow; `apt-get install libopenblas0-pthread` switches it).
 """
 
 import argparse
@@ -22,16 +24,33 @@ import torch.nn.functional as F
 BATCH, CHANNELS, SIZE, KERNEL = 64, 64, 32, 3
 
 
-def time_ms(fn, warmup=2, iters=5, min_ms=300.0):
-    """Mean milliseconds per call of fn after warm-up, over at least `iters` calls and `min_ms`."""
+def time_ms(fn, warmup=2, iters=5, min_ms=300.0, rounds=3):
+    """Milliseconds per call of fn after warm-up: the best of `rounds` round means, each over at
+    least `iters` calls and `min_ms` (the statistic of our rows and the tfjs peer's)."""
     for _ in range(warmup):
         fn()
-    n = 0
-    start = time.perf_counter()
-    while n < iters or (time.perf_counter() - start) * 1000 < min_ms:
-        fn()
-        n += 1
-    return (time.perf_counter() - start) * 1000 / n
+    best = float("inf")
+    for _ in range(rounds):
+        n = 0
+        start = time.perf_counter()
+        while n < iters or (time.perf_counter() - start) * 1000 < min_ms:
+            fn()
+            n += 1
+        best = min(best, (time.perf_counter() - start) * 1000 / n)
+    return best
+
+
+def blas_library():
+    """The BLAS library torch.mm runs on, from this process's mappings (Debian's torch links
+    libblas.so.3, which the alternatives system points at the reference BLAS or OpenBLAS)."""
+    torch.mm(torch.ones(8, 8), torch.ones(8, 8))
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "blas" in line.lower() and "/" in line}
+    except OSError:
+        return "unknown"
+    real = sorted({os.path.realpath(p) for p in paths})
+    return ", ".join(real) if real else "built in"
 
 
 class BasicBlock(nn.Module):
@@ -131,11 +150,11 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = bench(args.min_ms)
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "blas": blas_library()}
     if args.json:
         json.dump({"info": info, "msPerIter": rows}, sys.stdout)
     else:
-        print(f"PyTorch {info['torch']}, {info['threads']} threads")
+        print(f"PyTorch {info['torch']}, {info['threads']} threads, BLAS {info['blas']}")
         for key, ms in rows.items():
             print(f"  {key:<22} {ms:10.2f} ms")
 

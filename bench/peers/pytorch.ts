@@ -57,7 +57,7 @@ export async function benchPytorch(): Promise<PytorchPeer | { missing: string }>
   const run = await runPython(python, [script, "--json"]);
   if (!run.ok) throw new Error(`pytorch peer: ${python} ${script} failed:\n${run.stderr.trim()}`);
   const { info, msPerIter } = JSON.parse(run.stdout) as {
-    info: { torch: string; threads: number };
+    info: { torch: string; threads: number; blas?: string };
     msPerIter: Record<string, number>;
   };
   const rows = Object.entries(msPerIter).map(([key, ms]) => {
@@ -65,7 +65,12 @@ export async function benchPytorch(): Promise<PytorchPeer | { missing: string }>
     if (!work) throw new Error(`pytorch peer: unknown workload "${key}" (not in bench/peers/workloads.ts)`);
     return { ...work, impl: "pytorch-cpu", msPerIter: ms };
   });
-  return { rows, describe: `PyTorch ${info.torch} on the CPU, ${info.threads} threads, ${python}` };
+  return {
+    rows,
+    describe: `PyTorch ${info.torch} on the CPU, ${info.threads} threads, ${python}; matmul BLAS: ${
+      info.blas ?? "unknown"
+    }; best of 3 rounds`,
+  };
 }
 
 if (import.meta.main) {

@@ -230,14 +230,15 @@ export async function benchTfjs(options: BenchTfjsOptions = {}): Promise<BenchRo
     // dW: tfjs-core does not export conv2DBackpropFilter, so run its kernel through the engine
     // (exactly what conv2d's gradient does). tfjs's WebGPU dW is naive (one invocation per weight,
     // looping over batch x rows x columns) and takes about a minute here, so it is timed once.
-    // The warm-up (pipeline compilation) runs on batch 1: tfjs keys pipelines by input ranks and
-    // dtypes, not sizes, so that compiles the same pipeline in a fraction of the time.
+    // The warm-up (pipeline compilation) runs on batch 2: tfjs keys pipelines by input ranks,
+    // dtypes and broadcast dimensions (makeShaderKey), and batch 1 would make dimension 0 a
+    // broadcast one (another pipeline); batch 2 compiles the same one in a fraction of the time.
     if (wanted(WORK.convBackwardFilter.name)) {
       const attrs = { strides: 1, pad: "same", dataFormat: "NHWC", filterShape: [k, k, c, c] };
       const backwardFilter = (xs: Tensor, dys: Tensor) =>
         tf.engine().runKernel("Conv2DBackpropFilter", { x: xs, dy: dys }, attrs);
       tf.tidy(() => {
-        backwardFilter(tf.slice(x, 0, 1), tf.slice(dy, 0, 1));
+        backwardFilter(tf.slice(x, 0, 2), tf.slice(dy, 0, 2));
       });
       await syncTfjs(tf);
       await bench(WORK.convBackwardFilter, () => backwardFilter(x, dy), {
