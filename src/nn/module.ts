@@ -96,12 +96,17 @@ export abstract class Module {
     return this;
   }
 
-  /** Frees every parameter and buffer. */
+  /**
+   * Frees this module's parameters and buffers, then disposes every child through its own
+   * `dispose()`, so that a child's override (tensors it keeps outside parameters and buffers,
+   * e.g. DeepFill's patch kernels) runs wherever the child sits in the tree.
+   */
   dispose(): void {
-    for (const [, t] of [...this.namedParameters(), ...this.namedBuffers()]) {
+    for (const t of [...this.#params.values(), ...this.#buffers.values()]) {
       t.grad?.dispose();
       t.dispose();
     }
+    for (const c of this.#children.values()) c.dispose();
   }
 }
 
