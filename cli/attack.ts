@@ -38,7 +38,7 @@ import { buildClassifier, readClassifierCheckpoint } from "../src/train/classifi
 
 import { helpText, type OptionTable, parseOptions, parseSeeds, UsageError } from "../src/train/options.ts";
 import { Progress } from "../src/train/progress.ts";
-import { CHECKPOINT_OPTIONS, runCommand } from "./common.ts";
+import { CHECKPOINT_OPTIONS, checkpointFallback, importedWeightsNote, runCommand } from "./common.ts";
 import { join } from "node:path";
 
 const OPTIONS = {
@@ -218,11 +218,11 @@ await runCommand(async () => {
   }
 
   // Model and data.
-  const { config, weights } = await readClassifierCheckpoint(values.checkpoint as string, {
-    model: values.model as string | null,
-    dataset: values.dataset as string | null,
-    width: values.width as number,
-  });
+  const { config, weights, imported } = await readClassifierCheckpoint(
+    values.checkpoint as string,
+    checkpointFallback(values),
+  );
+  if (imported) console.error(importedWeightsNote(config));
   const gpu = await initWebGpu();
   const host = await loadDataset(config.dataset, values.split as "train" | "test", values.dataDir as string);
   const module = buildClassifier(config, host.shape, host.classes.length);

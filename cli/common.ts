@@ -1,6 +1,7 @@
 /** What every command shares: clean one-line errors and exit codes (2: usage, 1: failure). */
 import { DATASETS } from "../src/data/by_name.ts";
-import { MODELS } from "../src/models/zoo.ts";
+import { MODELS, type Normalization, parseNormalization } from "../src/models/zoo.ts";
+import type { ClassifierConfig } from "../src/train/classifier_options.ts";
 import { type OptionTable, UsageError } from "../src/train/options.ts";
 import { NoAdapterError } from "../src/device/errors.ts";
 
@@ -41,4 +42,43 @@ export const CHECKPOINT_OPTIONS = {
     min: 1,
     help: "width multiplier, for checkpoints without our metadata",
   },
+  normalize: {
+    type: "string",
+    default: null,
+    help: "input normalisation the weights were trained with, for checkpoints without our metadata: " +
+      "none (raw [0,1], e.g. RobustBench WRNs), a dataset name, or <mean,...>/<std,...> " +
+      "(e.g. 0.4914,0.4822,0.4465/0.2023,0.1994,0.2010 for kuangliu's CIFAR ResNets); default: --dataset's",
+  },
 } as const satisfies OptionTable;
+
+/**
+ * What `readClassifierCheckpoint` needs for weights without our metadata, from CHECKPOINT_OPTIONS
+ * (--normalize parsed here, so a bad value is a usage error before anything loads).
+ */
+export function checkpointFallback(values: Record<string, unknown>) {
+  let normalize: Normalization | null = null;
+  if (values.normalize !== null && values.normalize !== undefined) {
+    try {
+      normalize = parseNormalization(values.normalize as string, "--normalize");
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
+  return {
+    model: values.model as string | null,
+    dataset: values.dataset as string | null,
+    width: values.width as number,
+    normalize,
+  };
+}
+
+/** The reminder for imported weights: their input normalisation is an assumption. */
+export function importedWeightsNote(config: ClassifierConfig): string {
+  const n = config.normalize;
+  return n
+    ? `imported weights: inputs normalised with mean ${n.mean.join(",")}, std ${
+      n.std.join(",")
+    } (--normalize)`
+    : `imported weights: inputs normalised with ${config.dataset}'s statistics; if they were trained ` +
+      `otherwise, pass --normalize (none for raw [0,1] inputs, e.g. RobustBench WRNs)`;
+}

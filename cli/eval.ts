@@ -14,7 +14,7 @@ import { buildClassifier, readClassifierCheckpoint } from "../src/train/classifi
 import { evaluateClassifier } from "../src/train/evaluate.ts";
 import { helpText, type OptionTable, parseOptions, UsageError } from "../src/train/options.ts";
 
-import { CHECKPOINT_OPTIONS, runCommand } from "./common.ts";
+import { CHECKPOINT_OPTIONS, checkpointFallback, importedWeightsNote, runCommand } from "./common.ts";
 
 const OPTIONS = {
   checkpoint: { type: "string", default: null, help: "checkpoint file (.safetensors) to evaluate" },
@@ -36,11 +36,11 @@ await runCommand(async () => {
     return;
   }
   if (!values.checkpoint) throw new UsageError("--checkpoint <file> is required (see --help)");
-  const { config, weights } = await readClassifierCheckpoint(values.checkpoint as string, {
-    model: values.model as string | null,
-    dataset: values.dataset as string | null,
-    width: values.width as number,
-  });
+  const { config, weights, imported } = await readClassifierCheckpoint(
+    values.checkpoint as string,
+    checkpointFallback(values),
+  );
+  if (imported) console.error(importedWeightsNote(config));
   const gpu = await initWebGpu();
   const host = await loadDataset(config.dataset, values.split as "train" | "test", values.dataDir as string);
   const model = buildClassifier(config, host.shape, host.classes.length);

@@ -14,6 +14,39 @@ export interface ModelOptions {
   dataset: string;
   /** Width multiplier of the small variants (resnet8/20, small-cnn). */
   widthMultiplier?: number;
+  /**
+   * The input normalisation, instead of the dataset's statistics: what imported weights were
+   * trained with ({ mean: [0], std: [1] } for raw [0, 1] inputs, e.g. RobustBench's WRNs).
+   */
+  normalize?: Normalization;
+}
+
+/** Channel mean and std an input is normalised with (one value, or one per channel). */
+export interface Normalization {
+  mean: number[];
+  std: number[];
+}
+
+/**
+ * Parses a normalisation given as text: "none" (raw [0, 1] inputs), a DATASET_STATS name, or
+ * "<mean,...>/<std,...>" (e.g. "0.4914,0.4822,0.4465/0.2023,0.1994,0.2010"). Errors name `what`.
+ */
+export function parseNormalization(text: string, what = "normalize"): Normalization {
+  const named = Object.hasOwn(DATASET_STATS, text) ? DATASET_STATS[text] : null;
+  if (named) return { mean: [...named.mean], std: [...named.std] };
+  const parts = text.split("/");
+  const numbers = (s: string) => s.split(",").map((v) => Number(v.trim()));
+  const [mean, std] = parts.length === 2 ? [numbers(parts[0]), numbers(parts[1])] : [[], []];
+  if (
+    mean.length === 0 || mean.length !== std.length || !mean.every(Number.isFinite) ||
+    !std.every((v) => Number.isFinite(v) && v > 0)
+  ) {
+    throw new RangeError(
+      `${what}: expected none, one of ${Object.keys(DATASET_STATS).join(", ")}, or <mean,...>/<std,...> ` +
+        `with as many means as stds (stds > 0), got '${text}'`,
+    );
+  }
+  return { mean, std };
 }
 
 type Factory = (o: ModelOptions, mean: number[], std: number[]) => Module;
@@ -75,7 +108,7 @@ export function createModel(name: string, options: ModelOptions): Module {
   if (!entry) {
     throw new Error(`unknown model '${name}'; choose one of: ${Object.keys(MODELS).join(", ")}`);
   }
-  const stats = DATASET_STATS[options.dataset];
+  const stats = options.normalize ?? DATASET_STATS[options.dataset];
   if (!stats) {
     throw new Error(
       `unknown dataset '${options.dataset}' for normalisation; known: ${
@@ -83,11 +116,15 @@ export function createModel(name: string, options: ModelOptions): Module {
       }`,
     );
   }
-  const mean = stats.mean.length === options.inChannels
-    ? stats.mean
-    : new Array(options.inChannels).fill(stats.mean[0]);
-  const std = stats.std.length === options.inChannels
-    ? stats.std
-    : new Array(options.inChannels).fill(stats.std[0]);
-  return entry.create(options, mean, std);
+  for (const values of options.normalize ? [stats.mean, stats.std] : []) {
+    if (values.length !== 1 && values.length !== options.inChannels) {
+      throw new RangeError(
+        `model '${name}': the normalisation has ${values.length} values for ${options.inChannels} input ` +
+          `channels (give one, or one per channel)`,
+      );
+    }
+  }
+  const perChannel = (v: number[]) =>
+    v.length === options.inChannels ? v : new Array(options.inChannels).fill(v[0]);
+  return entry.create(options, perChannel(stats.mean), perChannel(stats.std));
 }

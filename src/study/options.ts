@@ -34,6 +34,12 @@ export const STUDY_OPTIONS = {
   },
   classifierEpochs: { type: "integer", default: null, min: 1, help: "classifier training epochs" },
   classifierLimit: { type: "integer", default: null, min: 1, help: "classifier training images" },
+  classifierWidth: {
+    type: "integer",
+    default: null,
+    min: 1,
+    help: "width multiplier of the classifier (and the AT baseline): resnet8/20, small-cnn",
+  },
   atEpochs: { type: "integer", default: null, min: 0, help: "AT baseline epochs (0: no AT row)" },
   atSteps: { type: "integer", default: null, min: 1, help: "PGD steps of the AT baseline" },
   atInit: {
@@ -47,7 +53,7 @@ export const STUDY_OPTIONS = {
   rt: { type: "string", default: null, choices: ["rt1", "rt2", "rt3"], help: "random transform" },
   sigma: { type: "number", default: null, min: 0, help: "RT2/RT3 noise standard deviation" },
   grid: { type: "integer", default: null, min: 1, help: "blocks per side of the mask grid" },
-  missing: { type: "number", default: null, min: 0, help: "fraction of missing blocks (RT1/RT2)" },
+  missing: { type: "number", default: null, min: 0, max: 1, help: "fraction of missing blocks (RT1/RT2)" },
   fixedRandomness: {
     type: "boolean",
     default: false,
@@ -132,6 +138,7 @@ export function checkSavedConfig(saved: StudyConfig, file: string): StudyConfig 
 export function parseStages(text: string): StudyStage[] | undefined {
   if (text === "all") return undefined;
   const stages = text.split(",").map((s) => s.trim()).filter(Boolean);
+  if (stages.length === 0) throw new UsageError(`--stages: no stage given (${STAGES.join(", ")}, or all)`);
   for (const s of stages) {
     if (!(STAGES as readonly string[]).includes(s)) {
       throw new UsageError(`--stages: '${s}' is not one of ${STAGES.join(", ")} (or all)`);
@@ -160,6 +167,7 @@ export function studyConfig(values: OptionValues): StudyConfig {
   set<string>(v.classifierCheckpoint, (p) => c.classifierCheckpoint = p);
   set<number>(v.classifierEpochs, (n) => c.classifier.epochs = n);
   set<number>(v.classifierLimit, (n) => c.classifier.limit = n);
+  set<number>(v.classifierWidth, (w) => classifiers().forEach((s) => s.width = w));
   set<number>(v.atEpochs, (n) => {
     if (n === 0) c.at = null;
     else {c.at = {
@@ -190,6 +198,7 @@ export function studyConfig(values: OptionValues): StudyConfig {
   set<boolean>(v.gan, (g) => c.pretrain.gan = g);
   set<string>(v.atopModes, (text) => {
     const modes = text.split(",").map((s) => s.trim()).filter(Boolean);
+    if (modes.length === 0) throw new UsageError(`--atop-modes: no mode given (${ATOP_MODES.join(", ")})`);
     for (const m of modes) {
       if (!(ATOP_MODES as readonly string[]).includes(m)) {
         throw new UsageError(`--atop-modes: '${m}' is not one of ${ATOP_MODES.join(", ")}`);

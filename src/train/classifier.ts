@@ -9,7 +9,7 @@ import { noGrad } from "../autograd/tape.ts";
 import { type Checkpoint, loadCheckpoint, loadIntoTensors } from "../io/checkpoint.ts";
 import { markdownTable } from "../io/report.ts";
 import type { Module } from "../nn/module.ts";
-import { createModel } from "../models/zoo.ts";
+import { createModel, type Normalization } from "../models/zoo.ts";
 import { mulScalar } from "../ops/arithmetic.ts";
 import { crossEntropy } from "../ops/loss.ts";
 import { correctCount } from "../ops/metrics.ts";
@@ -97,11 +97,26 @@ export function buildSchedule(config: ClassifierConfig, totalSteps: number, step
  */
 export async function readClassifierCheckpoint(
   path: string,
-  fallback: { model?: string | null; dataset?: string | null; width?: number },
-): Promise<{ config: ClassifierConfig; weights: Checkpoint }> {
+  fallback: {
+    model?: string | null;
+    dataset?: string | null;
+    width?: number;
+    /** The normalisation the weights were trained with (default: the dataset's statistics). */
+    normalize?: Normalization | null;
+  },
+): Promise<{ config: ClassifierConfig; weights: Checkpoint; imported: boolean }> {
   const ckpt = await loadCheckpoint(path);
   if (ckpt.metadata.config) {
-    return { config: ckpt.metadata.config as ClassifierConfig, weights: checkpointSection(ckpt, "model") };
+    if (fallback.normalize) {
+      throw new UsageError(
+        `${path} carries its training config (and normalisation): --normalize is for weights without it`,
+      );
+    }
+    return {
+      config: ckpt.metadata.config as ClassifierConfig,
+      weights: checkpointSection(ckpt, "model"),
+      imported: false,
+    };
   }
   if (!fallback.model || !fallback.dataset) {
     throw new UsageError(`${path} has no training metadata: pass --model and --dataset`);
@@ -110,9 +125,10 @@ export async function readClassifierCheckpoint(
     model: fallback.model,
     dataset: fallback.dataset,
     width: fallback.width ?? 1,
+    ...(fallback.normalize ? { normalize: fallback.normalize } : {}),
   });
   const tensors = new Map([...ckpt.tensors].filter(([k]) => !k.endsWith(".num_batches_tracked")));
-  return { config, weights: { ...ckpt, tensors } };
+  return { config, weights: { ...ckpt, tensors }, imported: true };
 }
 
 /** Builds the model of a classifier config (seeded, so the initial weights are reproducible). */
@@ -127,6 +143,7 @@ export function buildClassifier(
     numClasses,
     dataset: config.dataset,
     widthMultiplier: config.width,
+    normalize: config.normalize,
   });
 }
 

@@ -1,6 +1,6 @@
 /** Options of the `classifier` stage (standard training of a classifier). */
 import { DATASETS } from "../data/by_name.ts";
-import { MODELS } from "../models/zoo.ts";
+import { MODELS, type Normalization } from "../models/zoo.ts";
 import type { OptionTable, OptionValues } from "./options.ts";
 
 export const CLASSIFIER_OPTIONS = {
@@ -96,6 +96,8 @@ export type ClassifierConfig = {
   dataDir: string;
   model: string;
   width: number;
+  /** The input normalisation of imported weights, if not the dataset's (absent: the dataset's). */
+  normalize?: Normalization;
   epochs: number;
   batchSize: number;
   optimizer: "sgd" | "adam" | "adamw";

@@ -14,6 +14,8 @@ export interface OptionSpec {
   choices?: readonly string[];
   /** Smallest allowed value for numbers. */
   min?: number;
+  /** Largest allowed value for numbers. */
+  max?: number;
 }
 
 export type OptionTable = Record<string, OptionSpec>;
@@ -69,6 +71,9 @@ function coerce(
       }
       if (spec.min !== undefined && n < spec.min) {
         throw new UsageError(`${where}: ${n} is below the minimum ${spec.min}`);
+      }
+      if (spec.max !== undefined && n > spec.max) {
+        throw new UsageError(`${where}: ${n} is above the maximum ${spec.max}`);
       }
       return n;
     }

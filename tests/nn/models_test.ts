@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { gradScope } from "../../src/autograd/backward.ts";
-import { createModel, MODELS } from "../../src/models/zoo.ts";
+import { createModel, MODELS, parseNormalization } from "../../src/models/zoo.ts";
 import { fromArray } from "../../src/ops/creation.ts";
 import { crossEntropy } from "../../src/ops/loss.ts";
 import { manualSeed, rand } from "../../src/ops/random.ts";
@@ -61,6 +61,46 @@ gpuTest("models: unknown names get one clear error", () => {
     /unknown dataset/,
   );
 });
+
+gpuTest(
+  "models: --normalize for imported weights (none, a dataset, mean/std), instead of the dataset's",
+  async () => {
+    assert.deepEqual(parseNormalization("none"), { mean: [0], std: [1] });
+    assert.deepEqual(parseNormalization("cifar10").std, [0.2470, 0.2435, 0.2616]);
+    assert.deepEqual(parseNormalization("0.5,0.4,0.3/0.2,0.25,0.3"), {
+      mean: [0.5, 0.4, 0.3],
+      std: [0.2, 0.25, 0.3],
+    });
+    for (const bad of ["", "0.5/0", "0.5,0.4/0.2", "x/y", "0.5", "imagenet"]) {
+      assert.throws(() => parseNormalization(bad, "--normalize"), /--normalize: expected none, one of/, bad);
+    }
+    // The same weights (one seed) see (x − mean) / std with the given statistics, not the dataset's.
+    const logits = async (normalize?: { mean: number[]; std: number[] }, dataset = "cifar10") => {
+      manualSeed(5);
+      const m = createModel("resnet8", { inChannels: 3, numClasses: 10, dataset, normalize });
+      m.eval();
+      manualSeed(6);
+      const x = rand([2, 3, 8, 8]);
+      const y = await tidy(() => m.forward(x)).toArray();
+      x.dispose();
+      m.dispose();
+      return Array.from(y);
+    };
+    const raw = await logits(parseNormalization("none"));
+    assert.deepEqual(raw, await logits(undefined, "none"));
+    assert.notDeepEqual(raw, await logits(undefined, "cifar10"));
+    assert.throws(
+      () =>
+        createModel("resnet8", {
+          inChannels: 3,
+          numClasses: 10,
+          dataset: "cifar10",
+          normalize: { mean: [0, 0], std: [1, 1] },
+        }),
+      /normalisation has 2 values for 3 input channels/,
+    );
+  },
+);
 
 for (const name of Object.keys(MODELS)) {
   gpuTest(`models: ${name} forward shape, and a backward pass reaches every parameter`, async () => {

@@ -111,6 +111,9 @@ Deno.test("train CLI: --help lists profiles and options; bad options give one li
         /--stages: 'finetune' is not one of classifier, at, pretrain, atop, evaluate/,
       ],
       [["--atop-modes", "pgd"], /--atop-modes: 'pgd' is not one of fgsm-transfer, adaptive, clean/],
+      [["--atop-modes", ","], /--atop-modes: no mode given/],
+      [["--stages", ","], /--stages: no stage given/],
+      [["--missing", "1.5"], /--missing \(command line\): 1.5 is above the maximum 1/],
       [["--frobnicate"], /Unknown option '--frobnicate'/],
       [["--resume"], /--resume needs --out <run folder>/],
     ] as const
@@ -211,4 +214,8 @@ Deno.test("study options: overrides reach every stage they concern, null keeps t
   );
   assert.deepEqual(parseStages("all"), undefined);
   assert.deepEqual(parseStages("pretrain, atop"), ["pretrain", "atop"]);
+  assert.throws(() => parseStages(""), /--stages: no stage given/);
+  // --classifier-width sets the classifier's and the AT baseline's width.
+  const wide = studyConfig(values({ classifierWidth: 3 }));
+  assert.deepEqual([wide.classifier.width, wide.at?.width], [3, 3]);
 });

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import type { Module } from "../../src/nn/module.ts";
-import { trainClassifier } from "../../src/train/classifier.ts";
+import { readClassifierCheckpoint, trainClassifier } from "../../src/train/classifier.ts";
+import { saveCheckpoint } from "../../src/io/checkpoint.ts";
+import { fromArray } from "../../src/ops/creation.ts";
 import { type ClassifierConfig, defaultClassifierConfig } from "../../src/train/classifier_options.ts";
 import { RunFolder } from "../../src/train/run_folder.ts";
 import { gpuTest } from "../helpers/setup.ts";
@@ -68,4 +70,41 @@ gpuTest("classifier: resuming with a different config is refused, naming the dif
     () => trainClassifier(tiny, new RunFolder(dir + "/nothing"), { ...quiet, resume: true }),
     /cannot resume: no checkpoint at .*nothing\/checkpoints\/classifier\.safetensors; .*without --resume/,
   );
+});
+
+gpuTest("readClassifierCheckpoint: --normalize applies to imported weights only", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const w = fromArray([1, 2], [2]);
+    // Weights without our metadata (as exported from PyTorch) take the given normalisation.
+    await saveCheckpoint(`${dir}/imported.safetensors`, { tensors: { "linear.bias": w } });
+    const none = { mean: [0], std: [1] };
+    const imported = await readClassifierCheckpoint(`${dir}/imported.safetensors`, {
+      model: "resnet8",
+      dataset: "cifar10",
+      normalize: none,
+    });
+    assert.equal(imported.imported, true);
+    assert.deepEqual(imported.config.normalize, none);
+    const plain = await readClassifierCheckpoint(`${dir}/imported.safetensors`, {
+      model: "resnet8",
+      dataset: "cifar10",
+    });
+    assert.equal(plain.config.normalize, undefined, "the dataset's statistics by default");
+    // Ours carry their config: --normalize would contradict how they were trained.
+    const config = defaultClassifierConfig({ model: "resnet8", dataset: "cifar10" });
+    await saveCheckpoint(`${dir}/ours.safetensors`, {
+      tensors: { "model.linear.bias": w },
+      metadata: { config },
+    });
+    const ours = await readClassifierCheckpoint(`${dir}/ours.safetensors`, {});
+    assert.equal(ours.imported, false);
+    await assert.rejects(
+      readClassifierCheckpoint(`${dir}/ours.safetensors`, { normalize: none }),
+      /carries its training config \(and normalisation\): --normalize is for weights without it/,
+    );
+    w.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
