@@ -38,7 +38,13 @@ import { buildClassifier, readClassifierCheckpoint } from "../src/train/classifi
 
 import { helpText, type OptionTable, parseOptions, parseSeeds, UsageError } from "../src/train/options.ts";
 import { Progress } from "../src/train/progress.ts";
-import { CHECKPOINT_OPTIONS, checkpointFallback, importedWeightsNote, runCommand } from "./common.ts";
+import {
+  CHECKPOINT_OPTIONS,
+  checkpointFallback,
+  checkWritableFolder,
+  importedWeightsNote,
+  runCommand,
+} from "./common.ts";
 import { join } from "node:path";
 
 const OPTIONS = {
@@ -216,6 +222,9 @@ await runCommand(async () => {
   } catch (e) {
     throw new UsageError(`--shard: ${(e as Error).message}`);
   }
+
+  // The output folder is checked now: a long evaluation must not end in an unwritable --out.
+  if (values.out) await checkWritableFolder(values.out as string, "--out");
 
   // Model and data.
   const { config, weights, imported } = await readClassifierCheckpoint(

@@ -82,3 +82,18 @@ export function importedWeightsNote(config: ClassifierConfig): string {
     : `imported weights: inputs normalised with ${config.dataset}'s statistics; if they were trained ` +
       `otherwise, pass --normalize (none for raw [0,1] inputs, e.g. RobustBench WRNs)`;
 }
+
+/**
+ * Creates `dir` if needed and writes (then removes) a probe file in it: a usage error naming
+ * `flag` when that fails, before any long work whose results would go there.
+ */
+export async function checkWritableFolder(dir: string, flag: string): Promise<void> {
+  const probe = `${dir}/.write-probe-${Deno.pid}`;
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.writeFile(probe, new Uint8Array(0));
+    await Deno.remove(probe);
+  } catch (e) {
+    throw new UsageError(`${flag} ${dir}: not a writable folder (${(e as Error).message})`);
+  }
+}

@@ -107,6 +107,14 @@ export async function readClassifierCheckpoint(
 ): Promise<{ config: ClassifierConfig; weights: Checkpoint; imported: boolean }> {
   const ckpt = await loadCheckpoint(path);
   if (ckpt.metadata.config) {
+    // A stage checkpoint of another kind (a purifier's: generator.*) holds no classifier.
+    if (![...ckpt.tensors.keys()].some((k) => k.startsWith("model."))) {
+      throw new UsageError(
+        `${path} is a '${ckpt.metadata.stage ?? "non-classifier"}' checkpoint with no classifier in it ` +
+          `(tensors ${[...ckpt.tensors.keys()].slice(0, 2).join(", ")}, ...): give a classifier's, ` +
+          `e.g. <run>/checkpoints/classifier.safetensors or at.safetensors`,
+      );
+    }
     if (fallback.normalize) {
       throw new UsageError(
         `${path} carries its training config (and normalisation): --normalize is for weights without it`,

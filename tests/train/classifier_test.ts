@@ -99,6 +99,15 @@ gpuTest("readClassifierCheckpoint: --normalize applies to imported weights only"
     });
     const ours = await readClassifierCheckpoint(`${dir}/ours.safetensors`, {});
     assert.equal(ours.imported, false);
+    // A purifier's stage checkpoint is not a classifier's (it read as "unknown model 'undefined'").
+    await saveCheckpoint(`${dir}/atop.safetensors`, {
+      tensors: { "generator.conv.weight": w },
+      metadata: { stage: "atop-adaptive", config: { lambda: 0.3 } },
+    });
+    await assert.rejects(
+      readClassifierCheckpoint(`${dir}/atop.safetensors`, {}),
+      /atop\.safetensors is a 'atop-adaptive' checkpoint with no classifier in it \(tensors generator\.conv\.weight/,
+    );
     await assert.rejects(
       readClassifierCheckpoint(`${dir}/ours.safetensors`, { normalize: none }),
       /carries its training config \(and normalisation\): --normalize is for weights without it/,
