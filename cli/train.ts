@@ -12,6 +12,7 @@ import {
   studyConfig,
 } from "../src/study/options.ts";
 import { PROFILES, type StudyConfig } from "../src/study/config.ts";
+import { missingInputs } from "../src/study/run.ts";
 import { runStudy } from "../src/study/study.ts";
 import { flagName, helpText, parseOptions, UsageError } from "../src/train/options.ts";
 import { RunFolder } from "../src/train/run_folder.ts";
@@ -57,6 +58,13 @@ await runCommand(async () => {
     config = studyConfig(values);
   }
 
+  // Inputs of the chosen stages, checked before any of them trains.
+  const missing = await missingInputs(config, run, stages);
+  if (missing.length) {
+    throw new UsageError(
+      `--stages ${values.stages}: needs ${missing.join("; ")}: add the stages that make it`,
+    );
+  }
   const gpu = await initWebGpu();
   await run.create();
   if (!values.resume) {

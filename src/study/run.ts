@@ -13,7 +13,7 @@ import { pathExists } from "../io/paths.ts";
 import type { Module } from "../nn/module.ts";
 import type { Purifier } from "../purify/pipeline.ts";
 import { atopStageName, fineTunePurifier } from "../train/atop.ts";
-import { loadClassifier, stageName, trainClassifier } from "../train/classifier.ts";
+import { loadClassifier, readClassifierCheckpoint, stageName, trainClassifier } from "../train/classifier.ts";
 import type { ClassifierConfig } from "../train/classifier_options.ts";
 import { buildPurifier, pretrainPurifier } from "../train/pretrain.ts";
 import type { RunFolder } from "../train/run_folder.ts";
@@ -111,6 +111,40 @@ export async function studyPurifier(
 }
 
 /** Runs the training stages that are not complete yet; returns whether all of them completed. */
+/**
+ * The checkpoints the wanted stages read that no wanted stage makes and that are not there (an
+ * empty list: nothing missing); a given --classifier-checkpoint is also read, so that a bad one
+ * fails now instead of after the stages before its first use.
+ */
+export async function missingInputs(
+  config: StudyConfig,
+  run: RunFolder,
+  stages: StudyStage[] | undefined,
+): Promise<string[]> {
+  const wanted = (s: StudyStage) => !stages || stages.includes(s);
+  const missing: string[] = [];
+  const needsClassifier = (wanted("at") && config.at !== null && config.atInit === "classifier") ||
+    wanted("atop") || wanted("evaluate");
+  if (needsClassifier && config.classifierCheckpoint) {
+    const c = config.classifier;
+    await readClassifierCheckpoint(config.classifierCheckpoint, {
+      model: c.model,
+      dataset: c.dataset,
+      width: c.width,
+    });
+  } else if (
+    needsClassifier && !wanted("classifier") && !(await pathExists(run.checkpointPath("classifier")))
+  ) {
+    missing.push(
+      `${run.checkpointPath("classifier")} (made by the classifier stage, or pass --classifier-checkpoint)`,
+    );
+  }
+  if (wanted("atop") && !wanted("pretrain") && !(await pathExists(run.checkpointPath("pretrain")))) {
+    missing.push(`${run.checkpointPath("pretrain")} (made by the pretrain stage)`);
+  }
+  return missing;
+}
+
 export async function runStudyTraining(
   config: StudyConfig,
   run: RunFolder,

@@ -6,6 +6,8 @@ import assert from "node:assert/strict";
 import { pathExists } from "../../src/io/paths.ts";
 import { buildProfile, profileNames } from "../../src/study/config.ts";
 import { checkSavedConfig, parseStages, STUDY_OPTIONS, studyConfig } from "../../src/study/options.ts";
+import { missingInputs } from "../../src/study/run.ts";
+import { RunFolder } from "../../src/train/run_folder.ts";
 import type { StudyReport } from "../../src/study/report.ts";
 import type { OptionValues } from "../../src/train/options.ts";
 
@@ -218,4 +220,25 @@ Deno.test("study options: overrides reach every stage they concern, null keeps t
   // --classifier-width sets the classifier's and the AT baseline's width.
   const wide = studyConfig(values({ classifierWidth: 3 }));
   assert.deepEqual([wide.classifier.width, wide.at?.width], [3, 3]);
+});
+
+Deno.test("train CLI: the inputs of the chosen stages are checked before any stage trains", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const run = new RunFolder(dir);
+    const tiny = buildProfile("tiny");
+    const missing = await missingInputs(tiny, run, ["atop"]);
+    assert.equal(missing.length, 2, missing.join("\n"));
+    assert.match(missing[0], /checkpoints\/classifier\.safetensors \(made by the classifier stage/);
+    assert.match(missing[1], /checkpoints\/pretrain\.safetensors \(made by the pretrain stage\)/);
+    assert.deepEqual(await missingInputs(tiny, run, ["classifier", "pretrain", "atop"]), []);
+    assert.deepEqual(await missingInputs(tiny, run, undefined), []);
+    // A given classifier checkpoint is read now: a typo fails before the stages before its use.
+    await assert.rejects(
+      missingInputs({ ...tiny, classifierCheckpoint: `${dir}/typo.safetensors` }, run, undefined),
+      /no checkpoint at .*typo\.safetensors/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
