@@ -105,7 +105,11 @@ const OPTIONS = {
     choices: ["contiguous", "strided"],
     help: "how batches are split into shards",
   },
-  sanity: { type: "boolean", default: false, help: "also run the sanity experiments on the first batch" },
+  sanity: {
+    type: "boolean",
+    default: false,
+    help: "also run the sanity experiments on the first --sanity-points points",
+  },
   sanityPoints: { type: "integer", default: 100, min: 1, help: "points of the sanity experiments" },
   examples: { type: "integer", default: 16, min: 0, help: "adversarial examples saved per setting" },
   out: { type: "string", default: null, help: "folder for result.json, result.md, examples, grids" },

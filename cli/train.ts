@@ -27,7 +27,7 @@ const USAGE = "usage: deno task train [options]\n\n" +
 await runCommand(async () => {
   const { values, explicit, configFile, help } = await parseOptions(STUDY_OPTIONS, Deno.args);
   if (help) {
-    console.log(helpText(USAGE, STUDY_OPTIONS));
+    console.log(helpText(USAGE, STUDY_OPTIONS, "the profile's"));
     return;
   }
   if (values.resume && !values.out) throw new UsageError("--resume needs --out <run folder>");

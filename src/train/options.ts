@@ -110,7 +110,11 @@ export async function parseOptions(
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals, strict: true });
   } catch (e) {
-    throw new UsageError(`${(e as Error).message.split("\n")[0]} (see --help)`);
+    const first = (e as Error).message.split("\n")[0].replace(/\.$/, "");
+    // A negative number after a space reads as a flag: node's hint (the rest of its message) is
+    // the fix, so say it in one line.
+    const hint = /is ambiguous/.test(first) ? "; give a value that starts with '-' as --flag=VALUE" : "";
+    throw new UsageError(`${first}${hint} (see --help)`);
   }
   const values: OptionValues = {};
   const fromConfig = new Set<string>();
@@ -170,12 +174,18 @@ export function parseSeeds(text: string): number[] {
 }
 
 /** The --help text: every option with its default. */
-export function helpText(usage: string, table: OptionTable): string {
+/**
+ * The option table as help text. `unset` says what a null default means (e.g. "the profile's":
+ * the value comes from elsewhere, not "none"); help that already names its default says none.
+ */
+export function helpText(usage: string, table: OptionTable, unset = "none"): string {
   const rows = Object.entries(table).map(([key, spec]) => {
-    const flag = `--${flagName(key)}${
-      spec.type === "boolean" ? "" : ` <${spec.choices ? spec.choices.join("|") : spec.type}>`
-    }`;
-    const def = spec.default === null ? "none" : JSON.stringify(spec.default);
+    // Booleans also take --no-<flag> (to turn off what a profile or --config turned on).
+    const flag = spec.type === "boolean"
+      ? `--[no-]${flagName(key)}`
+      : `--${flagName(key)} <${spec.choices ? spec.choices.join("|") : spec.type}>`;
+    if (/\(default[:\s]|\(profile default\)/.test(spec.help)) return [flag, spec.help];
+    const def = spec.default === null ? unset : JSON.stringify(spec.default);
     return [flag, `${spec.help} (default: ${def})`];
   });
   rows.push([
@@ -184,5 +194,6 @@ export function helpText(usage: string, table: OptionTable): string {
   ]);
   rows.push(["--help", "print this help"]);
   const width = Math.min(44, Math.max(...rows.map(([f]) => f.length)) + 2);
-  return `${usage}\n\nOptions:\n` + rows.map(([f, h]) => `  ${f.padEnd(width)}${h}`).join("\n") + "\n";
+  const cell = (f: string) => (f.length < width ? f.padEnd(width) : `${f}  `);
+  return `${usage}\n\nOptions:\n` + rows.map(([f, h]) => `  ${cell(f)}${h}`).join("\n") + "\n";
 }

@@ -98,10 +98,15 @@ Deno.test("train CLI: --help lists profiles and options; bad options give one li
       "--lambda <number>",
       "--resume",
       "cifar10-paper",
+      "--[no-]gan",
+      "dataset of every stage (default: the profile's)",
+      "run folder (default: runs/atop-<date>)\n",
     ]
   ) {
     assert.ok(help.stdout.includes(text), `help mentions ${text}`);
   }
+  // Profile-backed options are not "none" (they take the profile's value).
+  assert.ok(!help.stdout.includes("(default: none)"), help.stdout);
   for (
     const [args, message] of [
       [["--model", "resnet9000"], /--model \(command line\): 'resnet9000' is not one of small-cnn, resnet8/],
@@ -117,6 +122,7 @@ Deno.test("train CLI: --help lists profiles and options; bad options give one li
       [["--stages", ","], /--stages: no stage given/],
       [["--missing", "1.5"], /--missing \(command line\): 1.5 is above the maximum 1/],
       [["--frobnicate"], /Unknown option '--frobnicate'/],
+      [["--eps", "-0.1"], /--eps' argument is ambiguous; give a value that starts with '-' as --flag=VALUE/],
       [["--resume"], /--resume needs --out <run folder>/],
     ] as const
   ) {
