@@ -50,7 +50,9 @@ await runCommand(async () => {
       run.configPath,
     );
   } else {
-    if (await run.exists("config.json")) {
+    // A folder whose run never got a stage going (e.g. its dataset was missing) holds nothing to
+    // resume: the same command may start it again.
+    if (await run.exists("config.json") && await startedStages(run)) {
       throw new UsageError(
         `${run.dir} already holds a run; pass --resume to continue it or choose another --out`,
       );
@@ -87,3 +89,15 @@ await runCommand(async () => {
       `stages ${values.stages} done in ${minutes} min; checkpoints in ${run.path("checkpoints")}`,
     );}
 });
+
+/** Whether any stage of the run in `run` wrote a checkpoint or a stage record. */
+async function startedStages(run: RunFolder): Promise<boolean> {
+  for (const folder of ["checkpoints", "stages"]) {
+    try {
+      for await (const _ of Deno.readDir(run.path(folder))) return true;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+  return false;
+}

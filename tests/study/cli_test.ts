@@ -248,3 +248,32 @@ Deno.test("train CLI: the inputs of the chosen stages are checked before any sta
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("train CLI: a run that failed before any stage started can be started again with the same command", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const args = [
+      "--profile",
+      "tiny",
+      "--dataset",
+      "cifar10",
+      "--data-dir",
+      `${dir}/no-data`,
+      "--out",
+      `${dir}/run`,
+    ];
+    for (const attempt of [1, 2]) {
+      const r = await train(args);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /CIFAR-10: folder .*no-data does not exist/, `attempt ${attempt}: ${r.stderr}`);
+    }
+    // Once a stage has written something, the folder holds a run: --resume or another --out.
+    await Deno.mkdir(`${dir}/run/stages`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/run/stages/classifier.json`, "{}");
+    const r = await train(args);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /already holds a run; pass --resume/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
