@@ -8,8 +8,9 @@ import { basename, dirname, join } from "node:path";
  * Writes `bytes` to `path` atomically: a temp file in the same directory (a rename across file
  * systems is not atomic), written in full, fsynced, renamed over `path`, then the directory
  * fsynced so that the rename itself is durable. On any failure the temp file is removed and the
- * previous file at `path` is untouched. Creates missing parent directories. Temp files of `path` left by a writer that was killed mid-write are
- * removed after the rename (one writer per path is assumed).
+ * previous file at `path` is untouched. Creates missing parent directories. Temp files of
+ * `path` left by a writer that was killed mid-write are removed after the rename (one writer per
+ * path is assumed).
  */
 export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
   const dir = dirname(path);
