@@ -223,6 +223,26 @@ export async function cachedSplit(
       return ds;
     }
   }
+  // Loading both splits at once (a training stage does) builds and writes them once, not twice.
+  const buildKey = `${dir}\0${spec.key}`;
+  let building = buildsInFlight.get(buildKey);
+  if (!building) {
+    building = buildAndCache(spec, dir, pathOf).finally(() => buildsInFlight.delete(buildKey));
+    buildsInFlight.set(buildKey, building);
+  }
+  const built = await building;
+  cacheLog.push({ key: spec.key, split, built: true, ms: performance.now() - start });
+  return built[split];
+}
+
+/** Builds of both splits under way in this process, by cache folder and key. */
+const buildsInFlight = new Map<string, Promise<Record<Split, Dataset>>>();
+
+async function buildAndCache(
+  spec: CachedSplitsSpec,
+  dir: string | null,
+  pathOf: (s: Split) => string,
+): Promise<Record<Split, Dataset>> {
   const built = await spec.build();
   for (const s of ["train", "test"] as const) {
     checkDataset(built[s]);
@@ -244,8 +264,7 @@ export async function cachedSplit(
       );
     }
   }
-  cacheLog.push({ key: spec.key, split, built: true, ms: performance.now() - start });
-  return built[split];
+  return built;
 }
 
 /** Reads a JSON file that an npm dependency ships (resolved through deno.json's import map). */

@@ -9,8 +9,9 @@ import { basename, dirname, join } from "node:path";
  * systems is not atomic), written in full, fsynced, renamed over `path`, then the directory
  * fsynced so that the rename itself is durable. On any failure the temp file is removed and the
  * previous file at `path` is untouched. Creates missing parent directories. Temp files of
- * `path` left by a writer that was killed mid-write are removed after the rename (one writer per
- * path is assumed).
+ * `path` left by a writer that was killed mid-write are removed after the rename: those untouched
+ * for `STALE_TEMP_MS`, so that another process writing the same path at the same time (two runs
+ * filling one dataset cache) keeps its temp file.
  */
 export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
   const dir = dirname(path);
@@ -53,15 +54,24 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<
   await removeStaleTemps(dir, prefix);
 }
 
+/**
+ * Age after which a temp file counts as a killed writer's: a live writer touches its temp file
+ * until it renames it, seconds after it started, even for a large checkpoint.
+ */
+export const STALE_TEMP_MS = 10 * 60 * 1000;
+
 /** Removes `<name>.tmp-<12 hex>` files of a killed writer (best effort). */
 async function removeStaleTemps(dir: string, prefix: string): Promise<void> {
   try {
     for await (const entry of Deno.readDir(dir)) {
       if (
-        entry.isFile && entry.name.startsWith(prefix) &&
-        /^[0-9a-f]{12}$/.test(entry.name.slice(prefix.length))
-      ) {
-        await Deno.remove(join(dir, entry.name)).catch(() => {});
+        !entry.isFile || !entry.name.startsWith(prefix) ||
+        !/^[0-9a-f]{12}$/.test(entry.name.slice(prefix.length))
+      ) continue;
+      const path = join(dir, entry.name);
+      const modified = (await Deno.stat(path).catch(() => null))?.mtime?.getTime();
+      if (modified !== undefined && Date.now() - modified > STALE_TEMP_MS) {
+        await Deno.remove(path).catch(() => {});
       }
     }
   } catch { /* an unreadable folder keeps its temp files */ }

@@ -14,7 +14,13 @@ import {
   MNIST_LENGTHS,
   subset,
 } from "../../src/data/mod.ts";
-import { cacheDirectory, cacheLog, decodeDataset, encodeDataset } from "../../src/data/dataset.ts";
+import {
+  cacheDirectory,
+  cachedSplit,
+  cacheLog,
+  decodeDataset,
+  encodeDataset,
+} from "../../src/data/dataset.ts";
 
 /** FNV-1a of bytes, the checksum the assertions below were computed with. */
 function fnv(bytes: Uint8Array): string {
@@ -134,6 +140,55 @@ Deno.test("dataset cache: built once, atomic, validated, rebuilt when corrupt", 
     Deno.writeFileSync(path, new TextEncoder().encode("not a cache"));
     assert.deepEqual((await loadMnist("test", { cacheDir: dir })).labels, first.labels);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("dataset cache: both splits loaded at once are built and written once", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "atop-cache-" });
+  const warnings: unknown[] = [];
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => warnings.push(args);
+  try {
+    let builds = 0;
+    const make = (split: "train" | "test", n: number): Dataset => ({
+      name: `toy/${split}`,
+      images: Uint8Array.from({ length: n * 4 }, (_, i) => i % 251),
+      labels: Uint8Array.from({ length: n }, (_, i) => i % 2),
+      shape: [1, 2, 2],
+      classes: ["a", "b"],
+    });
+    const spec = {
+      key: "toy-v1",
+      name: "toy",
+      shape: [1, 2, 2] as [number, number, number],
+      classes: ["a", "b"],
+      lengths: { train: 6, test: 4 },
+      build: async () => {
+        builds++;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        return { train: make("train", 6), test: make("test", 4) };
+      },
+    };
+    const [train, test] = await Promise.all([
+      cachedSplit(spec, "train", { cacheDir: dir }),
+      cachedSplit(spec, "test", { cacheDir: dir }),
+    ]);
+    assert.equal(builds, 1);
+    assert.deepEqual([train.labels.length, test.labels.length], [6, 4]);
+    assert.deepEqual(warnings, []);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "toy-v1.test.bin",
+      "toy-v1.train.bin",
+    ]);
+    // A later load reads the cache; a build that fails is not remembered.
+    assert.deepEqual((await cachedSplit(spec, "test", { cacheDir: dir })).labels, test.labels);
+    assert.equal(builds, 1);
+    const failing = { ...spec, key: "toy-v2", build: () => Promise.reject(new Error("no source")) };
+    await assert.rejects(cachedSplit(failing, "train", { cacheDir: dir }), /no source/);
+    await assert.rejects(cachedSplit(failing, "train", { cacheDir: dir }), /no source/);
+  } finally {
+    console.warn = warn;
     await Deno.remove(dir, { recursive: true });
   }
 });

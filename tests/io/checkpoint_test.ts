@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { writeFileAtomic } from "../../src/io/atomic.ts";
+import { STALE_TEMP_MS, writeFileAtomic } from "../../src/io/atomic.ts";
 import { loadCheckpoint, loadIntoTensors, saveCheckpoint } from "../../src/io/checkpoint.ts";
 import { appendJsonLine, markdownTable, readJson, readJsonLines, writeJson } from "../../src/io/report.ts";
 import { encodeSafetensors } from "../../src/io/safetensors.ts";
@@ -248,9 +248,20 @@ Deno.test("writeFileAtomic: replaces the content and leaves no temp file", async
     assert.deepEqual(await Deno.readFile(`${dir}/f`), new Uint8Array([1, 2, 3]));
     assert.deepEqual(await listDir(dir), ["f"]);
     // A writer killed mid-write left its temp file: the next write of that path removes it, and
-    // leaves other files alone (another path's temp, names that only look alike).
-    const others = ["f.tmp-0123456789ab", "g.tmp-0123456789ab", "f.tmp-notours", "f.tmp-0123456789abc"];
-    for (const name of others) await Deno.writeFile(`${dir}/${name}`, new Uint8Array(8));
+    // leaves other files alone (another path's temp, names that only look alike, and a fresh temp
+    // file of the same path: another process writing it right now).
+    const others = [
+      "f.tmp-0123456789ab",
+      "g.tmp-0123456789ab",
+      "f.tmp-notours",
+      "f.tmp-0123456789abc",
+      "f.tmp-fedcba987654",
+    ];
+    const old = new Date(Date.now() - STALE_TEMP_MS - 60_000);
+    for (const name of others) {
+      await Deno.writeFile(`${dir}/${name}`, new Uint8Array(8));
+      if (name !== "f.tmp-fedcba987654") await Deno.utime(`${dir}/${name}`, old, old);
+    }
     await writeFileAtomic(`${dir}/f`, new Uint8Array([4]));
     assert.deepEqual(await listDir(dir), ["f", ...others.slice(1)].sort());
     // A parent path that is a file: the error names the folder.
