@@ -43,6 +43,7 @@ import {
   checkpointFallback,
   checkWritableFolder,
   importedWeightsNote,
+  linfBudgetWarning,
   runCommand,
 } from "./common.ts";
 import { join } from "node:path";
@@ -220,6 +221,15 @@ await runCommand(async () => {
     attacks = [{ label: attackLabel(name, options), attack: name, options }];
     threats = [{ norm, eps: (values.eps as number | null) ?? defaultEps }];
   }
+  for (const t of threats) {
+    const warning = t.norm === "linf" ? linfBudgetWarning("--eps", t.eps) : null;
+    if (warning) console.warn(warning);
+  }
+  const seeds = values.seeds
+    ? parseSeeds(values.seeds as string)
+    : explicit.has("seed")
+    ? [values.seed as number]
+    : undefined;
   let shard = null;
   try {
     if (values.shard) shard = parseShard(values.shard as string, values.shardMode as ShardMode);
@@ -264,11 +274,7 @@ await runCommand(async () => {
     threats,
     attacks,
     protocols,
-    seeds: values.seeds
-      ? parseSeeds(values.seeds as string)
-      : explicit.has("seed")
-      ? [values.seed as number]
-      : undefined,
+    seeds,
     draws: values.draws as number | undefined ?? undefined,
     random: values.random === "auto" ? "auto" : values.random === "yes",
     sequential,

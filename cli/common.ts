@@ -97,3 +97,13 @@ export async function checkWritableFolder(dir: string, flag: string): Promise<vo
     throw new UsageError(`${flag} ${dir}: not a writable folder (${(e as Error).message})`);
   }
 }
+
+/**
+ * A warning for an l∞ budget of 1 or more: pixels are in [0, 1], so such a ball holds every image
+ * and the "attack" may replace the input outright; budgets are usually written k/255.
+ */
+export function linfBudgetWarning(flag: string, eps: number): string | null {
+  if (eps < 1) return null;
+  return `warning: ${flag} ${eps} is an l∞ budget of at least 1 on pixels in [0, 1]: every image is ` +
+    `within it; did you mean ${eps}/255 (= ${(eps / 255).toFixed(4)})?`;
+}

@@ -12,11 +12,11 @@ import {
   studyConfig,
 } from "../src/study/options.ts";
 import { PROFILES, type StudyConfig } from "../src/study/config.ts";
-import { missingInputs } from "../src/study/run.ts";
+import { checkStudySetup, missingInputs } from "../src/study/run.ts";
 import { runStudy } from "../src/study/study.ts";
 import { flagName, helpText, parseOptions, UsageError } from "../src/train/options.ts";
 import { RunFolder } from "../src/train/run_folder.ts";
-import { runCommand } from "./common.ts";
+import { linfBudgetWarning, runCommand } from "./common.ts";
 
 const USAGE = "usage: deno task train [options]\n\n" +
   "Runs the AToP study: classifier -> at -> pretrain -> atop (per mode) -> evaluate, in a run folder\n" +
@@ -61,6 +61,9 @@ await runCommand(async () => {
   }
 
   // Inputs of the chosen stages, checked before any of them trains.
+  await checkStudySetup(config);
+  const budgetWarning = linfBudgetWarning("--eps", config.evaluation.linfEps);
+  if (budgetWarning) console.error(budgetWarning);
   const missing = await missingInputs(config, run, stages);
   if (missing.length) {
     throw new UsageError(

@@ -147,6 +147,65 @@ export async function resolveCifarDir(which: CifarName, dir: string): Promise<st
   return dir;
 }
 
+/**
+ * Checks that an official data file is there with exactly `records` records (by its size, without
+ * reading it); the error names the file and how to get a good copy.
+ */
+async function checkCifarFile(which: CifarName, dir: string, path: string, records: number): Promise<void> {
+  const f = CIFAR_FORMATS[which];
+  const recordBytes = f.labelBytes + CIFAR_PIXELS;
+  const layout = `${f.labelBytes} label byte${f.labelBytes > 1 ? "s" : ""} + ${CIFAR_PIXELS} pixel bytes`;
+  let size: number;
+  try {
+    size = (await Deno.stat(path)).size;
+  } catch {
+    throw new DatasetError(
+      `${f.title}: missing file ${path}: ${cifarDownloadHint(which, dir)}`,
+    );
+  }
+  if (size % recordBytes !== 0) {
+    throw new DatasetError(
+      `${f.title}: ${path} has ${size} bytes, not a multiple of the ${recordBytes}-byte record ` +
+        `(${layout}): truncated or not a ${f.title} binary file; ${redownload(f)}`,
+    );
+  }
+  if (size !== records * recordBytes) {
+    throw new DatasetError(
+      `${f.title}: ${path} holds ${size / recordBytes} records (${size} bytes), expected ${records} ` +
+        `(${records * recordBytes} bytes): truncated or the wrong file; ${redownload(f)}`,
+    );
+  }
+}
+
+function redownload(f: CifarFormat): string {
+  return `the file is corrupt: delete it and download again (${f.url})`;
+}
+
+/** The data files of a split in `folder`, with the record count each must hold. */
+function splitFiles(which: CifarName, folder: string, split: Split, records?: number) {
+  return CIFAR_FORMATS[which].files[split].map((file) => ({
+    path: `${folder}/${file.name}`,
+    records: records ?? file.records,
+  }));
+}
+
+/**
+ * Checks, without reading them, that both splits' files are in `dir` with their official sizes:
+ * a long run checks its data before it starts rather than when a stage first loads it.
+ */
+export async function checkCifarFiles(
+  which: CifarName,
+  dir: string,
+  options: CifarOptions = {},
+): Promise<void> {
+  const folder = await resolveCifarDir(which, dir);
+  for (const split of ["train", "test"] as const) {
+    for (const file of splitFiles(which, folder, split, options.expectedRecords)) {
+      await checkCifarFile(which, dir, file.path, file.records);
+    }
+  }
+}
+
 /** Decodes one official data file into `images`/`labels` at record offset `at`. */
 async function readCifarFile(
   which: CifarName,
@@ -160,28 +219,7 @@ async function readCifarFile(
 ): Promise<void> {
   const f = CIFAR_FORMATS[which];
   const recordBytes = f.labelBytes + CIFAR_PIXELS;
-  const layout = `${f.labelBytes} label byte${f.labelBytes > 1 ? "s" : ""} + ${CIFAR_PIXELS} pixel bytes`;
-  let size: number;
-  try {
-    size = (await Deno.stat(path)).size;
-  } catch {
-    throw new DatasetError(
-      `${f.title}: missing file ${path}: ${cifarDownloadHint(which, dir)}`,
-    );
-  }
-  const redownload = `the file is corrupt: delete it and download again (${f.url})`;
-  if (size % recordBytes !== 0) {
-    throw new DatasetError(
-      `${f.title}: ${path} has ${size} bytes, not a multiple of the ${recordBytes}-byte record ` +
-        `(${layout}): truncated or not a ${f.title} binary file; ${redownload}`,
-    );
-  }
-  if (size !== records * recordBytes) {
-    throw new DatasetError(
-      `${f.title}: ${path} holds ${size / recordBytes} records (${size} bytes), expected ${records} ` +
-        `(${records * recordBytes} bytes): truncated or the wrong file; ${redownload}`,
-    );
-  }
+  await checkCifarFile(which, dir, path, records);
   const data = await Deno.readFile(path);
   for (let r = 0; r < records; r++) {
     const record = r * recordBytes;
@@ -189,7 +227,7 @@ async function readCifarFile(
       if (data[record + b] >= f.labelRanges[b]) {
         throw new DatasetError(
           `${f.title}: ${path} record ${r} has label byte ${b} = ${data[record + b]}, outside ` +
-            `0..${f.labelRanges[b] - 1}: ${redownload}`,
+            `0..${f.labelRanges[b] - 1}: ${redownload(f)}`,
         );
       }
     }
@@ -215,10 +253,7 @@ export async function loadCifar(
     throw new DatasetError(`loadCifar: expectedRecords must be a positive integer, got ${override}`);
   }
   const folder = await resolveCifarDir(which, dir);
-  const files = f.files[split].map((file) => ({
-    path: `${folder}/${file.name}`,
-    records: override ?? file.records,
-  }));
+  const files = splitFiles(which, folder, split, override);
   const n = files.reduce((sum, file) => sum + file.records, 0);
   const images = new Uint8Array(n * CIFAR_PIXELS);
   const labels = new Uint8Array(n);

@@ -27,6 +27,7 @@ export {
 } from "./fashion_mnist.ts";
 export { loadMnist, MNIST_CLASSES, MNIST_LENGTHS } from "./mnist.ts";
 export {
+  checkCifarFiles,
   CIFAR100_CLASSES,
   CIFAR10_CLASSES,
   CIFAR_FORMATS,
@@ -55,4 +56,4 @@ export {
   type LoaderState,
   type UploadOptions,
 } from "./loader.ts";
-export { type DatasetName, DATASETS, isDatasetName, loadDataset } from "./by_name.ts";
+export { checkDatasetFiles, type DatasetName, DATASETS, isDatasetName, loadDataset } from "./by_name.ts";

@@ -304,6 +304,14 @@ export function describeRt(cfg: RtConfig): string {
   return `rt3 (σ ${sigma}, ${blocks}, ${copies} complementary masks, 1/${copies} missing each)`;
 }
 
+/**
+ * Checks that a transform's grid fits h x w images (see blockGeometry), so a run can refuse a
+ * bad grid before it trains anything; `op` names the setting in the error.
+ */
+export function checkRtFits(op: string, cfg: RtConfig, h: number, w: number): void {
+  blockGeometry(op, h, w, rtSettings(cfg).grid);
+}
+
 /** One draw of a transform's randomness, reusable by several branches. The caller disposes it. */
 export interface RtDraw {
   kind: RtKind;

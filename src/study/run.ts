@@ -7,16 +7,18 @@
  * Models pass between stages through their checkpoints: the classifier of `classifier`, the
  * generator of `pretrain` (the starting point of every atop mode) and of each `atop-<mode>`.
  */
-import { loadDataset } from "../data/by_name.ts";
+import { checkDatasetFiles, type DatasetName, DATASETS, loadDataset } from "../data/by_name.ts";
 import { loadCheckpoint, loadIntoTensors } from "../io/checkpoint.ts";
 import { pathExists } from "../io/paths.ts";
 import type { Module } from "../nn/module.ts";
 import type { Purifier } from "../purify/pipeline.ts";
+import { checkRtFits } from "../purify/transforms.ts";
 import { atopStageName, fineTunePurifier } from "../train/atop.ts";
 import { loadClassifier, readClassifierCheckpoint, stageName, trainClassifier } from "../train/classifier.ts";
 import type { ClassifierConfig } from "../train/classifier_options.ts";
 import { buildPurifier, pretrainPurifier } from "../train/pretrain.ts";
 import type { RunFolder } from "../train/run_folder.ts";
+import { UsageError } from "../train/options.ts";
 import { checkpointSection, type StageResult } from "../train/stage_runner.ts";
 import type { StudyConfig, StudyStage } from "./config.ts";
 
@@ -143,6 +145,29 @@ export async function missingInputs(
     missing.push(`${run.checkpointPath("pretrain")} (made by the pretrain stage)`);
   }
   return missing;
+}
+
+/**
+ * Checks made before a study trains anything, so a mistake fails in seconds rather than when the
+ * stage that meets it starts, maybe hours in: every stage's dataset can be loaded (CIFAR's files
+ * are there, with their sizes) and the random transform's grid fits its images (--grid).
+ */
+export async function checkStudySetup(config: StudyConfig): Promise<void> {
+  const stages = [config.classifier, ...(config.at ? [config.at] : []), config.pretrain, config.atop];
+  const checked = new Set<string>();
+  for (const { dataset, dataDir } of stages) {
+    const key = JSON.stringify([dataset, dataDir]);
+    if (!checked.has(key)) await checkDatasetFiles(dataset, dataDir);
+    checked.add(key);
+  }
+  for (const { dataset, rt } of [config.pretrain, config.atop]) {
+    const [, h, w] = DATASETS[dataset as DatasetName].shape;
+    try {
+      checkRtFits(`--grid (${rt.kind} on ${dataset})`, rt, h, w);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
 }
 
 export async function runStudyTraining(

@@ -3,7 +3,7 @@
  * --normalize values, are usage errors naming the flag.
  */
 import assert from "node:assert/strict";
-import { checkpointFallback, checkWritableFolder } from "../../cli/common.ts";
+import { checkpointFallback, checkWritableFolder, linfBudgetWarning } from "../../cli/common.ts";
 import { UsageError } from "../../src/train/options.ts";
 
 Deno.test("checkWritableFolder: creates the folder, leaves no probe; a file in the way is a usage error", async () => {
@@ -30,4 +30,32 @@ Deno.test("checkpointFallback: --normalize is parsed up front; a bad value is a 
     () => checkpointFallback({ ...base, normalize: "0.5/0" }),
     (e: Error) => e instanceof UsageError && /^--normalize: expected none/.test(e.message),
   );
+});
+
+Deno.test("linfBudgetWarning: an l∞ budget of 1 or more is probably k meant as k/255", () => {
+  assert.equal(linfBudgetWarning("--eps", 8 / 255), null);
+  assert.equal(linfBudgetWarning("--eps", 0.999), null);
+  assert.match(
+    linfBudgetWarning("--eps", 8)!,
+    /--eps 8 is an l∞ budget of at least 1 .* did you mean 8\/255 \(= 0\.0314\)/,
+  );
+  assert.match(linfBudgetWarning("--eps", 1)!, /--eps 1 is an l∞ budget/);
+});
+
+async function attackCli(args: string[]): Promise<{ code: number; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../../cli/attack.ts", import.meta.url).pathname, ...args],
+    env: { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
+  }).output();
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+Deno.test("attack CLI: --seeds and --eps are checked before the checkpoint and the data are read", async () => {
+  const common = ["--checkpoint", "/nonexistent/model.safetensors", "--attack", "fgsm"];
+  const seeds = await attackCli([...common, "--seeds", "0,x"]);
+  assert.equal(seeds.code, 2, seeds.stderr);
+  assert.match(seeds.stderr, /--seeds '0,x': expected non-negative integers/);
+  const eps = await attackCli([...common, "--eps", "8"]);
+  assert.equal(eps.code, 1, eps.stderr);
+  assert.match(eps.stderr, /warning: --eps 8 is an l∞ budget of at least 1[^\n]*\n.*model\.safetensors/s);
 });

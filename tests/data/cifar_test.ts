@@ -1,7 +1,9 @@
 /** CIFAR-10/100 readers on small generated files in the official binary formats. */
 import assert from "node:assert/strict";
 import {
+  checkCifarFiles,
   checkDataset,
+  checkDatasetFiles,
   CIFAR100_CLASSES,
   CIFAR10_CLASSES,
   DatasetError,
@@ -98,8 +100,22 @@ Deno.test("CIFAR errors name the file and the fix", async () => {
     // The override is exact, not a minimum.
     await assert.rejects(loadCifar10(dir, "test", { expectedRecords: 1 }), /holds 2 records .* expected 1 /);
 
+    // The check a run makes before it starts: both splits' files, by size, without reading them.
+    await checkCifarFiles("cifar10", dir, { expectedRecords: 2 });
+    await checkDatasetFiles("fashion-mnist", `${dir}/nowhere`); // built in: no files
+    await assert.rejects(
+      checkDatasetFiles("cifar10", dir),
+      /data_batch_1\.bin holds 2 records .* expected 10000/,
+    );
+    await assert.rejects(checkDatasetFiles("cifar10", `${dir}/nowhere`), /folder .*nowhere does not exist/);
+    await assert.rejects(checkDatasetFiles("svhn", dir), /unknown dataset 'svhn'/);
+
     // Missing file.
     await Deno.remove(`${dir}/data_batch_3.bin`);
+    await assert.rejects(
+      checkCifarFiles("cifar10", dir, { expectedRecords: 2 }),
+      /missing file .*data_batch_3\.bin.*`deno task data cifar10 --dir /,
+    );
     await assert.rejects(
       loadCifar10(dir, "train", { expectedRecords: 2 }),
       /missing file .*data_batch_3\.bin.*`deno task data cifar10 --dir /,

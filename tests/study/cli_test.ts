@@ -121,6 +121,11 @@ Deno.test("train CLI: --help lists profiles and options; bad options give one li
       [["--atop-modes", ","], /--atop-modes: no mode given/],
       [["--stages", ","], /--stages: no stage given/],
       [["--missing", "1.5"], /--missing \(command line\): 1.5 is above the maximum 1/],
+      // Checked before anything trains (it used to fail when the pretrain stage started).
+      [
+        ["--grid", "20"],
+        /--grid \(rt2 on fashion-mnist\): a 20 x 20 grid of 2 x 2 blocks leaves empty blocks/,
+      ],
       [["--frobnicate"], /Unknown option '--frobnicate'/],
       [["--eps", "-0.1"], /--eps' argument is ambiguous; give a value that starts with '-' as --flag=VALUE/],
       [["--resume"], /--resume needs --out <run folder>/],
@@ -267,8 +272,16 @@ Deno.test("train CLI: a run that failed before any stage started can be started 
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, /CIFAR-10: folder .*no-data does not exist/, `attempt ${attempt}: ${r.stderr}`);
     }
-    // Once a stage has written something, the folder holds a run: --resume or another --out.
+    // The data are checked before the run folder is made.
+    assert.equal(await pathExists(`${dir}/run`), false);
+    // A folder with a config.json but no stage output (a run that failed as its first stage
+    // began) is started again too.
     await Deno.mkdir(`${dir}/run/stages`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/run/config.json`, "{}");
+    const again = await train(args);
+    assert.equal(again.code, 1, again.stderr);
+    assert.match(again.stderr, /CIFAR-10: folder .*no-data does not exist/);
+    // Once a stage has written something, the folder holds a run: --resume or another --out.
     await Deno.writeTextFile(`${dir}/run/stages/classifier.json`, "{}");
     const r = await train(args);
     assert.equal(r.code, 2);
