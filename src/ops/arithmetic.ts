@@ -110,9 +110,21 @@ export function subScalar(a: Tensor, s: number): Tensor {
   return addScalar(a, -s);
 }
 
-/** a / s */
+/** Largest finite f32, and the smallest normal one (GPUs may flush smaller values to zero). */
+const F32_MAX = 3.4028234663852886e38, F32_MIN_NORMAL = 1.1754943508222875e-38;
+
+/**
+ * a / s, as a times 1/s. When 1/s is no normal f32 (s below ~3e-39, so 1/s overflows to
+ * infinity, or above ~8e37, so it is denormal and may be flushed to zero) the factor is split
+ * into two normal ones, applied one after the other: a / 1e-39 stays finite for small a.
+ */
 export function divScalar(a: Tensor, s: number): Tensor {
-  return mulScalar(a, 1 / s);
+  const inverse = 1 / s, size = Math.abs(inverse);
+  if (size === 0 || !Number.isFinite(size) || (size >= F32_MIN_NORMAL && size <= F32_MAX)) {
+    return mulScalar(a, inverse);
+  }
+  const half = 2 ** Math.round(Math.log2(size) / 2);
+  return mulScalar(mulScalar(a, half), inverse / half);
 }
 
 /** s - a */

@@ -3,6 +3,7 @@ import {
   addRelu,
   addScalar,
   div,
+  divScalar,
   mul,
   mulScalar,
   neg,
@@ -11,6 +12,10 @@ import {
   sub,
   subDiv,
 } from "../../src/ops/arithmetic.ts";
+import assert from "node:assert/strict";
+import { grad } from "../../src/autograd/backward.ts";
+import { fromArray } from "../../src/ops/creation.ts";
+import { sum } from "../../src/ops/reduce.ts";
 import { checkOp } from "../helpers/check_op.ts";
 import { type Nd, nd, Rng } from "../helpers/reference.ts";
 import { gpuTest } from "../helpers/setup.ts";
@@ -172,4 +177,23 @@ gpuTest("neg and scalar arithmetic: forward and gradients", async () => {
   await unary("addScalar", (t) => addScalar(t, -3), (v) => v - 3, () => 1);
   await unary("rsubScalar", (t) => rsubScalar(t, 1), (v) => 1 - v, () => -1);
   await unary("rdivScalar", (t) => rdivScalar(t, 2), (v) => 2 / v, (v) => -2 / (v * v));
+  await unary("divScalar", (t) => divScalar(t, -4), (v) => v / -4, () => -1 / 4);
+});
+
+gpuTest("divScalar: a divisor whose reciprocal is no normal f32 still divides (1/s overflowed)", async () => {
+  const values = [1e-30, -2.5e-30, 0.75e-30, 0];
+  // [s, scale of the values, k]: y = (x·scale) / s, and the gradient of Σ k·y is k / s.
+  const cases = [[1e-39, 1, 1e-30], [1e-40, 1, 1e-30], [-3e-39, 1, 1e-30], [1e38, 1e38, 1e30], [0.5, 1, 1]];
+  for (const [s, scale, k] of cases) {
+    const x = fromArray(Float32Array.from(values, (v) => v * scale), [2, 2]);
+    const { grads: [dx] } = grad((t) => sum(mulScalar(divScalar(t, s), k)), [x]);
+    const [y, g] = [await divScalar(x, s).toArray(), await dx.toArray()];
+    values.forEach((v, i) => {
+      const want = Math.fround(v * scale) / s;
+      assert.ok(Math.abs(y[i] - want) <= 1e-6 * Math.abs(want), `${v * scale} / ${s}: ${y[i]}, want ${want}`);
+      assert.ok(Math.abs(g[i] - k / s) <= 1e-6 * Math.abs(k / s), `gradient at ${s}: ${g[i]}, want ${k / s}`);
+    });
+    x.dispose();
+    dx.dispose();
+  }
 });
