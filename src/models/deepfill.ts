@@ -35,6 +35,11 @@
  * out.
  *
  * Odd sizes: stride-2 convs round up (7 -> 4), upsampling is cropped back (8 -> 7).
+ *
+ * Padding is symmetric, d·(k − 1)/2 on each side (`sameGatedConv`), as in the PyTorch ports of
+ * DeepFillv2. TF's 'SAME' pads a stride-2 conv on an even size by 0 before and 1 after, so its
+ * downsampled grid sits one input pixel later: the same weights give slightly different maps.
+ * That matters only for weights ported from the TF checkpoint, which this project does not load.
  */
 import { add, div, mul, mulScalar, rsubScalar } from "../ops/arithmetic.ts";
 import { conv2d } from "../ops/conv2d.ts";
