@@ -70,7 +70,12 @@ const OPTIONS = {
     help: "budget in [0,1] pixel units, e.g. 8/255 (none: the suite's, else 8/255 linf, 0.5 l2)",
   },
   steps: { type: "integer", default: null, min: 0, help: "iterations (queries for square) of --attack" },
-  eot: { type: "integer", default: null, min: 1, help: "EOT draws per gradient (gradient attacks)" },
+  eot: {
+    type: "integer",
+    default: null,
+    min: 1,
+    help: "EOT draws per gradient of the gradient attacks (default: 20 on a random model, else 1)",
+  },
   seed: { type: "integer", default: 0, min: 0, help: "attack seed" },
   seeds: { type: "string", default: null, help: "several attack seeds, e.g. 0,1,2 (random models: >= 3)" },
   draws: {

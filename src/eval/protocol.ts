@@ -262,11 +262,11 @@ export function outcomes(preds: ArrayLike<number>, labels: ArrayLike<number>, dr
       if (p === labels[i]) correct++;
       votes.set(p, (votes.get(p) ?? 0) + 1);
     }
-    let best = -1, bestCount = -1;
-    for (const [cls, count] of votes) {
-      if (count > bestCount || (count === bestCount && cls < best)) [best, bestCount] = [cls, count];
-    }
-    out.push({ correct, vote: best === labels[i] });
+    // The vote is correct only when the label has strictly the most votes: a tie (5 of 10 draws
+    // each for two classes) is no robust prediction, whatever the classes' numbers.
+    let vote = correct > 0;
+    for (const [cls, count] of votes) if (cls !== labels[i] && count >= correct) vote = false;
+    out.push({ correct, vote });
   }
   return out;
 }
@@ -359,17 +359,20 @@ interface ResolvedAttack {
 }
 
 /**
- * Square's EOT draws on a random defence (ATTACKS.md: "average the loss over ~20 forward passes
- * per candidate"): judged on one draw, a candidate that got a lucky draw sets the bar and later
- * real improvements are rejected, so the attack stalls and overstates robustness.
+ * EOT draws of every registered attack on a random defence unless its options set them
+ * (ATTACKS.md: the EOT gradient is "used by every gradient attack", StAdv and Lee & Kim's PGD
+ * with 20; Square averages "the loss over ~20 forward passes per candidate"). With one draw a
+ * gradient attack follows the noise of that draw, and Square lets a candidate that got a lucky
+ * draw set the bar so later real improvements are rejected: either way robustness is overstated
+ * (and white-box attacks would be handicapped against Square in the sanity checks).
  */
-export const SQUARE_EOT_ON_RANDOM = 20;
+export const EOT_ON_RANDOM = 20;
 
-/** The options an attack runs with: Square gets EOT draws against a random model unless set. */
+/** The options an attack runs with: EOT draws against a random model unless set. */
 function effectiveOptions(a: ResolvedAttack, attacksRandomModel: boolean): Record<string, unknown> {
-  const blackBox = typeof a.entry.attack === "string" && getAttack(a.entry.attack).access === "black-box";
-  return attacksRandomModel && blackBox && a.options.eot === undefined
-    ? { ...a.options, eot: SQUARE_EOT_ON_RANDOM }
+  const registered = typeof a.entry.attack === "string";
+  return attacksRandomModel && registered && a.options.eot === undefined
+    ? { ...a.options, eot: EOT_ON_RANDOM }
     : a.options;
 }
 
@@ -533,8 +536,11 @@ export async function evaluateRobustness(options: EvaluateOptions): Promise<Eval
               const perAttack: (Outcome | null)[][] = attacks.map(() => new Array(n).fill(null));
               const perAttackPreds: (number[] | null)[][] = attacks.map(() => new Array(n).fill(null));
               const advHost: (Float32Array | null)[] = attacks.map(() => null);
-              // Points still robust (sequential suites attack only those): clean vote correct.
-              let active = positions.map((_, k) => k).filter((k) => !sequential || clean[k].vote);
+              // Points still robust (sequential suites attack only those). On a random model a
+              // point leaves only when no draw classified it right: one whose vote failed on these
+              // draws may pass on the fresh draws of the worst case, so it must face every attack.
+              const stillRobust = (o: Outcome) => random ? o.correct > 0 : o.vote;
+              let active = positions.map((_, k) => k).filter((k) => !sequential || stillRobust(clean[k]));
 
               for (const [j, a] of attacks.entries()) {
                 const prior = reuse[j];
@@ -606,7 +612,9 @@ export async function evaluateRobustness(options: EvaluateOptions): Promise<Eval
                     sub.y.dispose();
                   }
                 }
-                if (sequential && a.bound === "norm") active = active.filter((k) => perAttack[j][k]!.vote);
+                if (sequential && a.bound === "norm") {
+                  active = active.filter((k) => stillRobust(perAttack[j][k]!));
+                }
                 done++;
                 const accNow = perAttack[j].filter((o) => o?.vote).length / n;
                 options.onProgress?.(done, units, {
@@ -616,12 +624,15 @@ export async function evaluateRobustness(options: EvaluateOptions): Promise<Eval
                 });
               }
 
-              // Worst case per point over clean + norm-bounded attacks.
+              // Worst case per point over clean + norm-bounded attacks. An attack's output that
+              // ties with the clean image is taken: it was pushed up the loss, so on the fresh
+              // draws below it is the likelier of the two to fail.
               const worstFrom = positions.map((_, k) => {
                 let best = -1, bestOutcome = clean[k];
                 attacks.forEach((a, j) => {
                   const o = perAttack[j][k];
-                  if (a.bound === "norm" && o && worseForDefence(o, bestOutcome)) {
+                  if (a.bound !== "norm" || !o) return;
+                  if (best < 0 ? !worseForDefence(clean[k], o) : worseForDefence(o, bestOutcome)) {
                     [best, bestOutcome] = [j, o];
                   }
                 });

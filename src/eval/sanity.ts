@@ -21,12 +21,12 @@ import { defaultGenerator, manualSeed } from "../ops/random.ts";
 import { tidy } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import {
+  EOT_ON_RANDOM,
   type EvalResult,
   mixSeed,
   outcomes,
   predictDraws,
   seedAttackedModel,
-  SQUARE_EOT_ON_RANDOM,
 } from "./protocol.ts";
 import { findRow, threatLabel } from "./report.ts";
 
@@ -201,17 +201,18 @@ export async function runSanityChecks(
   const n = x.shape[0];
   const labels = Array.from(await y.toArray());
   const iterative = options.iterative ?? resolveAttack("pgd", { steps: 20 }).fn;
+  // On a random model every attack takes EOT draws unless told otherwise (see EOT_ON_RANDOM):
+  // a one-draw PGD would lose to Square's 20-draw search and trip "white-box beats Square".
+  const eotOnRandom = random ? { eot: EOT_ON_RANDOM } : {};
   const iterOpts = options.iterative ? { ...options.iterativeOptions } : {
     ...resolveAttack("pgd", { steps: 20 }).options,
+    ...eotOnRandom,
     ...options.iterativeOptions,
   };
   const singleStep = options.singleStep ?? resolveAttack("fgsm").fn;
   const square = resolveAttack("square", { queries: options.blackBoxQueries ?? 1000 });
   const blackBox = options.blackBox === null ? null : options.blackBox ?? square.fn;
-  // On a random model Square judges each candidate on EOT draws (see SQUARE_EOT_ON_RANDOM).
-  const blackOpts = options.blackBox
-    ? {}
-    : { ...square.options, ...(random ? { eot: SQUARE_EOT_ON_RANDOM } : {}) };
+  const blackOpts = options.blackBox ? {} : { ...square.options, ...eotOnRandom };
   const checks: SanityCheck[] = [];
   let phase = 0;
 

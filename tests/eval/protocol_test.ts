@@ -12,10 +12,11 @@ import assert from "node:assert/strict";
 import { loadDataset } from "../../src/data/by_name.ts";
 import {
   detectRandomness,
+  EOT_ON_RANDOM,
   evaluateRobustness,
   mixSeed,
+  outcomes,
   seedAttackedModel,
-  SQUARE_EOT_ON_RANDOM,
   uploadPoints,
 } from "../../src/eval/protocol.ts";
 import { randomStart } from "../../src/attacks/projection.ts";
@@ -31,13 +32,25 @@ import { resultChecks, runSanityChecks } from "../../src/eval/sanity.ts";
 import { addScalar } from "../../src/ops/arithmetic.ts";
 import { mapElements } from "../../src/ops/elementwise.ts";
 
-const mode = (xs: number[]) => {
+/** Majority vote: the label has strictly more draws than any other class (a tie is no vote). */
+const votesFor = (xs: number[], label: number) => {
   const counts = new Map<number, number>();
   for (const v of xs) counts.set(v, (counts.get(v) ?? 0) + 1);
-  let best = -1, n = -1;
-  for (const [v, c] of counts) if (c > n || (c === n && v < best)) [best, n] = [v, c];
-  return best;
+  const mine = counts.get(label) ?? 0;
+  return mine > 0 && [...counts].every(([v, c]) => v === label || c < mine);
 };
+
+Deno.test("outcomes: a tie in the majority vote is no correct vote, whatever the class numbers", () => {
+  // 4 draws of 3 points, draw-major: point 0 ties 2-2 with a larger class, point 1 ties with a
+  // smaller class, point 2 wins 3-1.
+  const preds = [3, 3, 5, 5, 0, 5, 3, 0, 5, 5, 3, 1];
+  assert.deepEqual(outcomes(preds, [3, 3, 5], 4), [
+    { correct: 2, vote: false },
+    { correct: 2, vote: false },
+    { correct: 3, vote: true },
+  ]);
+  assert.deepEqual(outcomes([1, 2], [1, 1], 1), [{ correct: 1, vote: true }, { correct: 0, vote: false }]);
+});
 
 gpuTest("random model: single-draw and majority-vote accuracies match a host computation", async () => {
   const { model: base } = await trainedSmallClassifier({ testCount: 40 });
@@ -86,7 +99,7 @@ gpuTest("random model: single-draw and majority-vote accuracies match a host com
           const preds = pick(p);
           assert.equal(preds.length, 7);
           correct += preds.filter((c) => c === p.label).length;
-          if (mode(preds) === p.label) votes++;
+          if (votesFor(preds, p.label)) votes++;
           // Records agree with their own predictions.
         }
         single.push(correct / (7 * run.points.length));
@@ -106,9 +119,13 @@ gpuTest("random model: single-draw and majority-vote accuracies match a host com
     for (const run of setting.runs) {
       for (const p of run.points) {
         assert.equal(p.clean.correct, p.predictions!.clean.filter((c) => c === p.label).length);
-        assert.equal(p.attacks[0]!.vote, mode(p.predictions!.attacks[0]!) === p.label);
+        assert.equal(p.attacks[0]!.vote, votesFor(p.predictions!.attacks[0]!, p.label));
         const chosen = p.worstFrom < 0 ? p.clean : p.attacks[p.worstFrom]!;
         assert.ok(chosen.correct <= p.clean.correct && chosen.correct <= p.attacks[0]!.correct);
+        // A tie between the clean image and the attack's output goes to the attack.
+        if (p.attacks[0]!.correct === p.clean.correct && p.attacks[0]!.vote === p.clean.vote) {
+          assert.equal(p.worstFrom, 0);
+        }
         if (p.attacks[0]!.correct !== p.clean.correct) differing++;
       }
     }
@@ -137,6 +154,48 @@ gpuTest("random model: single-draw and majority-vote accuracies match a host com
   assert.ok(s <= b + 0.2, `S ${s} vs B ${b}`);
 });
 
+gpuTest(
+  "sequential suite on a random model: a point leaves only when no draw classifies it right",
+  async () => {
+    const { model: base } = await trainedSmallClassifier({ testCount: 40 });
+    const host = await loadDataset("fashion-mnist", "test");
+    const attacked: number[] = [];
+    // Two recording 'attacks' that return x: the second sees the points the first left standing.
+    const recorder = (name: string): AttackFn => {
+      const fn: AttackFn = (_model, x) => {
+        attacked.push(x.shape[0]);
+        return mapElements(name, "a", [x]);
+      };
+      return fn;
+    };
+    const { result } = await evaluateRobustness({
+      model: noisyModel(base, 0.1),
+      dataset: host,
+      points: evaluationPoints(host.labels, 30),
+      threats: [{ norm: "linf", eps: 0.02 }],
+      attacks: [{ label: "first", attack: recorder("first") }, {
+        label: "second",
+        attack: recorder("second"),
+      }],
+      protocols: ["S"],
+      sequential: true,
+      draws: 5,
+      seeds: [0],
+      examples: 0,
+      warn: () => {},
+    });
+    const points = result.settings[0].runs[0].points;
+    const standing = (o: { correct: number } | null) => o !== null && o.correct > 0;
+    assert.equal(attacked[0], points.filter((p) => standing(p.clean)).length);
+    assert.equal(attacked[1], points.filter((p) => standing(p.clean) && standing(p.attacks[0])).length);
+    // The noise makes some points borderline: their vote fails on these draws, yet they face the
+    // second attack.
+    assert.ok(
+      points.some((p) => p.attacks[0] && p.attacks[0].correct > 0 && !p.attacks[0].vote && p.attacks[1]),
+    );
+  },
+);
+
 gpuTest("Square against a random model judges candidates on 20 draws (protocol S only)", async () => {
   const { model: base } = await trainedSmallClassifier({ testCount: 40 });
   const host = await loadDataset("fashion-mnist", "test");
@@ -158,7 +217,7 @@ gpuTest("Square against a random model judges candidates on 20 draws (protocol S
   });
   const eots = result.settings.map((s) => [s.protocol, s.attacks.map((a) => a.options.eot ?? null)]);
   // S attacks the random pipeline: 20 unless set; B attacks the deterministic classifier alone.
-  assert.deepEqual(eots, [["S", [SQUARE_EOT_ON_RANDOM, 3]], ["B", [null, 3]]]);
+  assert.deepEqual(eots, [["S", [EOT_ON_RANDOM, 3]], ["B", [null, 3]]]);
 });
 
 gpuTest("a deterministic model is detected as such and gets one draw and one seed", async () => {
