@@ -73,14 +73,12 @@ export function checkpointFallback(values: Record<string, unknown>) {
 }
 
 /** The reminder for imported weights: their input normalisation is an assumption. */
-export function importedWeightsNote(config: ClassifierConfig): string {
+export function importedWeightsNote(config: ClassifierConfig, flag = "--normalize"): string {
   const n = config.normalize;
   return n
-    ? `imported weights: inputs normalised with mean ${n.mean.join(",")}, std ${
-      n.std.join(",")
-    } (--normalize)`
+    ? `imported weights: inputs normalised with mean ${n.mean.join(",")}, std ${n.std.join(",")} (${flag})`
     : `imported weights: inputs normalised with ${config.dataset}'s statistics; if they were trained ` +
-      `otherwise, pass --normalize (none for raw [0,1] inputs, e.g. RobustBench WRNs)`;
+      `otherwise, pass ${flag} (none for raw [0,1] inputs, e.g. RobustBench WRNs)`;
 }
 
 /**

@@ -11,12 +11,12 @@ import {
   STUDY_OPTIONS,
   studyConfig,
 } from "../src/study/options.ts";
-import { PROFILES, type StudyConfig } from "../src/study/config.ts";
+import { fixAdapterDefaults, PROFILES, type StudyConfig } from "../src/study/config.ts";
 import { checkStudySetup, missingInputs } from "../src/study/run.ts";
 import { runStudy } from "../src/study/study.ts";
 import { flagName, helpText, parseOptions, UsageError } from "../src/train/options.ts";
 import { RunFolder } from "../src/train/run_folder.ts";
-import { linfBudgetWarning, runCommand } from "./common.ts";
+import { importedWeightsNote, linfBudgetWarning, runCommand } from "./common.ts";
 
 const USAGE = "usage: deno task train [options]\n\n" +
   "Runs the AToP study: classifier -> at -> pretrain -> atop (per mode) -> evaluate, in a run folder\n" +
@@ -64,7 +64,12 @@ await runCommand(async () => {
   await checkStudySetup(config);
   const budgetWarning = linfBudgetWarning("--eps", config.evaluation.linfEps);
   if (budgetWarning) console.error(budgetWarning);
-  const missing = await missingInputs(config, run, stages);
+  const missing = await missingInputs(
+    config,
+    run,
+    stages,
+    (read) => console.error(importedWeightsNote(read, "--classifier-normalize")),
+  );
   if (missing.length) {
     throw new UsageError(
       `--stages ${values.stages}: needs ${missing.join("; ")}: add the stages that make it`,
@@ -73,6 +78,7 @@ await runCommand(async () => {
   const gpu = await initWebGpu();
   await run.create();
   if (!values.resume) {
+    fixAdapterDefaults(config, gpu.adapterClass);
     await run.writeJson("config.json", { profile: config.profile, config, adapter: gpu.adapterName });
   }
   console.error(`run folder: ${run.dir} (profile ${config.profile})`);

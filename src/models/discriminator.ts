@@ -6,7 +6,9 @@
  *
  * Each conv halves the size (rounding up: padding 2), and the output is the final feature map
  * flattened to [N, 4w·⌈H/64⌉·⌈W/64⌉]: every element scores one patch of the input as real or
- * fake, and the hinge loss is taken over all of them.
+ * fake, and the hinge loss is taken over all of them. Images of 64 px or less end on a 1×1 map:
+ * one score per image and channel, a global discriminator (the paper's 256 px images give 4×4
+ * patches; pretrain.ts shows it images at the purifier's working size).
  *
  * Spectral normalisation (src/ops/spectral_norm.ts) keeps each layer 1-Lipschitz, which is what
  * makes the PatchGAN stable without a gradient penalty.

@@ -54,6 +54,21 @@ export interface StudyConfig {
   evaluation: EvaluationSettings;
 }
 
+/**
+ * Fixes the settings whose default depends on the adapter when a run starts, so that config.json
+ * records them and a run resumed or evaluated on another machine builds the same network:
+ * DeepFill's contextual attention (on for GPUs, off for CPU adapters; the parameters are the same
+ * either way, so a checkpoint would load into the other network without a word).
+ */
+export function fixAdapterDefaults(config: StudyConfig, adapterClass: "gpu" | "cpu"): void {
+  for (const stage of [config.pretrain, config.atop]) {
+    const p = stage.purifier;
+    if (p.kind === "deepfill" && p.contextualAttention === undefined) {
+      stage.purifier = { ...p, contextualAttention: adapterClass === "gpu" };
+    }
+  }
+}
+
 export const STAGES = ["classifier", "at", "pretrain", "atop", "evaluate"] as const;
 export type StudyStage = typeof STAGES[number];
 

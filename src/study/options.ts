@@ -4,7 +4,7 @@
  * config is saved in the run folder's config.json (and can be edited there before a run).
  */
 import { DATASETS } from "../data/by_name.ts";
-import { MODELS } from "../models/zoo.ts";
+import { MODELS, parseNormalization } from "../models/zoo.ts";
 import { ATOP_MODES, type AtopMode } from "../train/atop.ts";
 import { type OptionTable, type OptionValues, UsageError } from "../train/options.ts";
 import { buildProfile, profileNames, STAGES, type StudyConfig, type StudyStage } from "./config.ts";
@@ -31,6 +31,13 @@ export const STUDY_OPTIONS = {
     type: "string",
     default: null,
     help: "use this classifier checkpoint instead of training one (PyTorch-named weights need --model)",
+  },
+  classifierNormalize: {
+    type: "string",
+    default: null,
+    help: "input normalisation of the classifier and the AT baseline: none (raw [0,1], e.g. RobustBench " +
+      "WRNs), a dataset name, or <mean,...>/<std,...>; for --classifier-checkpoint weights without our " +
+      "metadata, the one they were trained with (default: the dataset's)",
   },
   classifierEpochs: { type: "integer", default: null, min: 1, help: "classifier training epochs" },
   classifierLimit: { type: "integer", default: null, min: 1, help: "classifier training images" },
@@ -165,6 +172,15 @@ export function studyConfig(values: OptionValues): StudyConfig {
   });
   set<string>(v.model, (m) => classifiers().forEach((s) => s.model = m));
   set<string>(v.classifierCheckpoint, (p) => c.classifierCheckpoint = p);
+  set<string>(v.classifierNormalize, (text) => {
+    let normalize;
+    try {
+      normalize = parseNormalization(text, "--classifier-normalize");
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    classifiers().forEach((s) => s.normalize = normalize);
+  });
   set<number>(v.classifierEpochs, (n) => c.classifier.epochs = n);
   set<number>(v.classifierLimit, (n) => c.classifier.limit = n);
   set<number>(v.classifierWidth, (w) => classifiers().forEach((s) => s.width = w));

@@ -79,17 +79,24 @@ export async function modelShape(config: StudyConfig): Promise<ModelShape> {
   return { shape: [...host.shape] as [number, number, number], classes: host.classes };
 }
 
+/** How to read a --classifier-checkpoint without our metadata: the study's classifier settings. */
+function classifierFallback(config: StudyConfig) {
+  const c = config.classifier;
+  return { model: c.model, dataset: c.dataset, width: c.width, normalize: c.normalize ?? null };
+}
+
 /** The frozen classifier of the study (from its checkpoint). */
 export async function studyClassifier(
   config: StudyConfig,
   run: RunFolder,
   shape: ModelShape,
 ): Promise<Module> {
-  const { model } = await loadClassifier(classifierPath(config, run), shape.shape, shape.classes.length, {
-    model: config.classifier.model,
-    dataset: config.dataset,
-    width: config.classifier.width,
-  });
+  const { model } = await loadClassifier(
+    classifierPath(config, run),
+    shape.shape,
+    shape.classes.length,
+    classifierFallback(config),
+  );
   model.eval();
   return model;
 }
@@ -122,18 +129,19 @@ export async function missingInputs(
   config: StudyConfig,
   run: RunFolder,
   stages: StudyStage[] | undefined,
+  /** Called with the config of a --classifier-checkpoint without our metadata (imported weights). */
+  onImported?: (config: ClassifierConfig) => void,
 ): Promise<string[]> {
   const wanted = (s: StudyStage) => !stages || stages.includes(s);
   const missing: string[] = [];
   const needsClassifier = (wanted("at") && config.at !== null && config.atInit === "classifier") ||
     wanted("atop") || wanted("evaluate");
   if (needsClassifier && config.classifierCheckpoint) {
-    const c = config.classifier;
-    await readClassifierCheckpoint(config.classifierCheckpoint, {
-      model: c.model,
-      dataset: c.dataset,
-      width: c.width,
-    });
+    const { config: read, imported } = await readClassifierCheckpoint(
+      config.classifierCheckpoint,
+      classifierFallback(config),
+    );
+    if (imported) onImported?.(read);
   } else if (
     needsClassifier && !wanted("classifier") && !(await pathExists(run.checkpointPath("classifier")))
   ) {

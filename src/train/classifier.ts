@@ -117,7 +117,8 @@ export async function readClassifierCheckpoint(
     }
     if (fallback.normalize) {
       throw new UsageError(
-        `${path} carries its training config (and normalisation): --normalize is for weights without it`,
+        `${path} carries its training config (and normalisation): an input normalisation ` +
+          `(--normalize, --classifier-normalize) is for weights without it`,
       );
     }
     return {
@@ -317,7 +318,7 @@ export async function loadClassifier(
   path: string,
   shape: readonly number[],
   numClasses: number,
-  fallback: { model?: string | null; dataset?: string | null; width?: number } = {},
+  fallback: Parameters<typeof readClassifierCheckpoint>[1] = {},
 ): Promise<{ config: ClassifierConfig; model: Module }> {
   const { config, weights } = await readClassifierCheckpoint(path, fallback);
   const model = buildClassifier(config, shape, numClasses);

@@ -7,12 +7,17 @@
  * x in [−1, 1], x̂ the final output, m the mask. The L1 covers the whole image (RT2 adds noise to
  * the visible pixels too). The discriminator steps first on a detached x̂, then the generator
  * steps with the discriminator frozen (gradients flow through it, none accumulate in it).
+ * A purifier that works at a multiple of the image size (DeepFill's `inputScale`: CIFAR-10 at
+ * 256 px as in the paper) is judged at that size too: the discriminator sees x, x̂ and m
+ * upsampled alike, so its six stride-2 convs end on a map of patches (4×4 at 256 px) rather than
+ * one score per image (32 px ends at 1×1).
  */
 import { gradScope } from "../autograd/backward.ts";
 import { noGrad } from "../autograd/tape.ts";
 import { discriminatorInput, PatchDiscriminator } from "../models/discriminator.ts";
 import type { Module } from "../nn/module.ts";
 import { add, addScalar, mulScalar, neg, rsubScalar } from "../ops/arithmetic.ts";
+import { upsampleNearest2d } from "../ops/pool.ts";
 import { manualSeed } from "../ops/random.ts";
 import { mean } from "../ops/reduce.ts";
 import { concat, slice } from "../ops/shape_ops.ts";
@@ -63,6 +68,15 @@ function firstMask(draw: RtDraw, n: number): Tensor {
   return rows === n ? draw.mask : slice(draw.mask, [0, 0, 0, 0], [n, c, h, w]);
 }
 
+/**
+ * The discriminator's input concat(image, mask), at the purifier's working scale (see the header;
+ * nearest upsampling, as the purifier's own input).
+ */
+export function discriminatorView(image: Tensor, mask: Tensor, scale: number): Tensor {
+  if (scale === 1) return discriminatorInput(image, mask);
+  return discriminatorInput(upsampleNearest2d(image, scale), upsampleNearest2d(mask, scale));
+}
+
 /** The purified image x̂ in [−1, 1] (final stage) and every stage's output, for one draw. */
 function purifyStages(transform: RandomTransform, generator: Purifier, x: Tensor, draw: RtDraw): Tensor[] {
   return generator.stageOutputs(transform.apply(x, draw)).map((y) => transform.combine(y, draw));
@@ -90,6 +104,7 @@ export async function pretrainPurifier(
   const generatorOptim = adam(generator, config.generatorOptim);
   const discriminatorOptim = discriminator ? adam(discriminator, config.discriminatorOptim) : null;
   const metrics = config.gan ? ["loss", "l1", "dLoss", "gAdv"] : ["loss", "l1"];
+  const scale = config.purifier.inputScale ?? 1;
   generator.train();
   discriminator?.train();
 
@@ -100,8 +115,8 @@ export async function pretrainPurifier(
     const fake = noGrad(() => purifyStages(transform, generator, x, draw).at(-1)!);
     discriminatorOptim!.zeroGrad();
     const loss = gradScope(() => {
-      const real = d.forward(discriminatorInput(x, mask));
-      const faked = d.forward(discriminatorInput(fake, mask));
+      const real = d.forward(discriminatorView(x, mask, scale));
+      const faked = d.forward(discriminatorView(fake, mask, scale));
       const l = add(mean(relu(rsubScalar(real, 1))), mean(relu(addScalar(faked, 1))));
       l.backward();
       return l;
@@ -144,7 +159,7 @@ export async function pretrainPurifier(
               let loss = l1, gAdv: Tensor | null = null;
               if (discriminator) {
                 gAdv = neg(
-                  mean(discriminator.forward(discriminatorInput(stages.at(-1)!, firstMask(draw, n)))),
+                  mean(discriminator.forward(discriminatorView(stages.at(-1)!, firstMask(draw, n), scale))),
                 );
                 loss = add(l1, mulScalar(gAdv, config.ganWeight));
               }

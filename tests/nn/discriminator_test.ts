@@ -24,6 +24,7 @@ import {
 import { relu } from "../../src/ops/unary.ts";
 import { tidy } from "../../src/tensor/scope.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
+import { discriminatorView } from "../../src/train/pretrain.ts";
 import { checkOp } from "../helpers/check_op.ts";
 import { assertClose, type Nd, nd, Rng } from "../helpers/reference.ts";
 import { gpuTest } from "../helpers/setup.ts";
@@ -283,3 +284,37 @@ gpuTest("PatchDiscriminator: shapes at 28×28×1 and 32×32×3, names, parameter
     d.dispose();
   }
 });
+
+gpuTest(
+  "pretrain's discriminator view: images and mask at the purifier's scale, 4×4 patches at 256 px",
+  async () => {
+    const image = fromArray(Float32Array.from({ length: 2 * 3 * 32 * 32 }, (_, i) => (i % 7) / 7), [
+      2,
+      3,
+      32,
+      32,
+    ]);
+    const mask = fromArray(Float32Array.from({ length: 2 * 32 * 32 }, (_, i) => (i >> 3) & 1), [
+      2,
+      1,
+      32,
+      32,
+    ]);
+    const view = discriminatorView(image, mask, 8);
+    assert.deepEqual(view.shape, [2, 4, 256, 256]);
+    const [v, im, m] = [await view.toArray(), await image.toArray(), await mask.toArray()];
+    // Nearest upsampling: pixel (y, x) of the view is pixel (y/8, x/8) of the image (or the mask).
+    for (const [n, c, y, x] of [[0, 0, 0, 0], [1, 2, 255, 255], [0, 3, 17, 200], [1, 1, 100, 9]]) {
+      const src = c < 3
+        ? im[((n * 3 + c) * 32 + (y >> 3)) * 32 + (x >> 3)]
+        : m[(n * 32 + (y >> 3)) * 32 + (x >> 3)];
+      assert.equal(v[((n * 4 + c) * 256 + y) * 256 + x], src, `${[n, c, y, x]}`);
+    }
+    assert.deepEqual(discriminatorView(image, mask, 1).shape, [2, 4, 32, 32]);
+    // Six stride-2 convs: 32 px ends on 1×1 (one score per image), 256 px on 4×4 patches.
+    const d = new PatchDiscriminator({ channels: 3, width: 1 });
+    assert.deepEqual(d.forward(discriminatorView(image, mask, 1)).shape, [2, 4]);
+    assert.deepEqual(d.forward(view).shape, [2, 4 * 16]);
+    d.dispose();
+  },
+);

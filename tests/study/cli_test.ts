@@ -4,12 +4,13 @@
  */
 import assert from "node:assert/strict";
 import { pathExists } from "../../src/io/paths.ts";
-import { buildProfile, profileNames } from "../../src/study/config.ts";
+import { buildProfile, fixAdapterDefaults, profileNames } from "../../src/study/config.ts";
 import { checkSavedConfig, parseStages, STUDY_OPTIONS, studyConfig } from "../../src/study/options.ts";
 import { missingInputs } from "../../src/study/run.ts";
 import { RunFolder } from "../../src/train/run_folder.ts";
 import type { StudyReport } from "../../src/study/report.ts";
-import type { OptionValues } from "../../src/train/options.ts";
+import { type OptionValues, UsageError } from "../../src/train/options.ts";
+import { encodeSafetensors } from "../../src/io/safetensors.ts";
 
 async function train(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
@@ -231,6 +232,28 @@ Deno.test("study options: overrides reach every stage they concern, null keeps t
   // --classifier-width sets the classifier's and the AT baseline's width.
   const wide = studyConfig(values({ classifierWidth: 3 }));
   assert.deepEqual([wide.classifier.width, wide.at?.width], [3, 3]);
+  // The adapter-dependent default (DeepFill's contextual attention) is written into the config.
+  for (const [adapter, attention] of [["gpu", true], ["cpu", false]] as const) {
+    const paper = buildProfile("cifar10-paper");
+    assert.equal(paper.pretrain.purifier.contextualAttention, undefined);
+    fixAdapterDefaults(paper, adapter);
+    assert.equal(paper.pretrain.purifier.contextualAttention, attention);
+    assert.equal(paper.atop.purifier.contextualAttention, attention);
+  }
+  const coarse = buildProfile("tiny");
+  fixAdapterDefaults(coarse, "gpu");
+  assert.deepEqual(coarse, buildProfile("tiny"), "the coarse purifier has no such setting");
+  // --classifier-normalize: the classifier's and the AT baseline's input normalisation.
+  const raw = studyConfig(values({ classifierNormalize: "none" }));
+  assert.deepEqual([raw.classifier.normalize, raw.at?.normalize], [{ mean: [0], std: [1] }, {
+    mean: [0],
+    std: [1],
+  }]);
+  assert.equal(studyConfig(values({})).classifier.normalize, undefined, "the dataset's by default");
+  assert.throws(
+    () => studyConfig(values({ classifierNormalize: "0.5/0" })),
+    (e: Error) => e instanceof UsageError && /^--classifier-normalize: expected none/.test(e.message),
+  );
 });
 
 Deno.test("train CLI: the inputs of the chosen stages are checked before any stage trains", async () => {
@@ -244,6 +267,21 @@ Deno.test("train CLI: the inputs of the chosen stages are checked before any sta
     assert.match(missing[1], /checkpoints\/pretrain\.safetensors \(made by the pretrain stage\)/);
     assert.deepEqual(await missingInputs(tiny, run, ["classifier", "pretrain", "atop"]), []);
     assert.deepEqual(await missingInputs(tiny, run, undefined), []);
+    // Imported weights (no metadata of ours) are read with the study's model, dataset and
+    // normalisation, and reported.
+    await Deno.writeFile(
+      `${dir}/imported.safetensors`,
+      encodeSafetensors({ "linear.bias": { dtype: "F32", shape: [1], data: new Float32Array([1]) } }),
+    );
+    const imported: unknown[] = [];
+    const raw = studyConfig(values({ profile: "tiny", classifierNormalize: "none" }));
+    await missingInputs(
+      { ...raw, classifierCheckpoint: `${dir}/imported.safetensors` },
+      run,
+      undefined,
+      (c) => imported.push([c.model, c.normalize]),
+    );
+    assert.deepEqual(imported, [[raw.classifier.model, { mean: [0], std: [1] }]]);
     // A given classifier checkpoint is read now: a typo fails before the stages before its use.
     await assert.rejects(
       missingInputs({ ...tiny, classifierCheckpoint: `${dir}/typo.safetensors` }, run, undefined),
