@@ -110,7 +110,7 @@ gpuTest("readClassifierCheckpoint: --normalize applies to imported weights only"
     );
     await assert.rejects(
       readClassifierCheckpoint(`${dir}/ours.safetensors`, { normalize: none }),
-      /carries its training config \(and normalisation\): --normalize is for weights without it/,
+      /carries its training config \(and normalisation\): an input normalisation \(--normalize, --classifier-normalize\) is for weights without it/,
     );
     w.dispose();
   } finally {
