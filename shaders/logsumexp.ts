@@ -27,6 +27,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
     if (v > m) {
       s = s * exp(m - v) + 1.0;
       m = v;
+    } else if (v == m) {
+      s += 1.0; // exp(0); for a second +inf, exp(inf - inf) would be NaN (the sum is +inf)
     } else {
       s += exp(v - m);
     }

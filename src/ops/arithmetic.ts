@@ -76,10 +76,11 @@ export function mul(a: Tensor, b: Tensor): Tensor {
 
 export function div(a: Tensor, b: Tensor): Tensor {
   const out = mapElements("div", "a / b", [a, b]);
-  // d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
+  // d(a/b)/da = 1/b, d(a/b)/db = -a/b², computed as -(a/b)/b (as PyTorch): b·b overflows for
+  // |b| > ~2e19 and flushes to 0 below ~1e-19 where the quotients stay finite.
   return record("div", [a, b], out, (dy) => [
     gradTo("div.backward", "a / b", [dy, b], a),
-    gradTo("div.backward", "-a * b / (c * c)", [dy, a, b], b),
+    gradTo("div.backward", "-a * ((b / c) / c)", [dy, a, b], b),
   ]);
 }
 
@@ -137,6 +138,6 @@ export function rsubScalar(a: Tensor, s: number): Tensor {
 export function rdivScalar(a: Tensor, s: number): Tensor {
   const out = mapElements("rdivScalar", "s0 / a", [a], { scalars: [s] });
   return record("rdivScalar", [a], out, (dy) => [
-    mapElements("rdivScalar.backward", "-s0 * a / (b * b)", [dy, a], { scalars: [s] }),
+    mapElements("rdivScalar.backward", "-s0 * ((a / b) / b)", [dy, a], { scalars: [s] }),
   ]);
 }

@@ -286,8 +286,13 @@ function check(op: string, x: Tensor, perChannel: [string, Tensor][], options: B
   const { momentum = 0.1, eps = 1e-5 } = options;
   if (!(momentum >= 0 && momentum <= 1)) throw new ShapeError(op, `momentum ${momentum} must be in [0, 1]`);
   if (!(eps > 0)) throw new ShapeError(op, `eps ${eps} must be > 0`);
-  if (options.training && x.shape[0] * x.shape[2] * x.shape[3] === 0) {
-    throw new ShapeError(op, `training needs at least one value per channel, got x ${fmt(x.shape)}`);
+  if (options.training && x.shape[0] * x.shape[2] * x.shape[3] <= 1) {
+    // As PyTorch: one value per channel has no variance to normalise by (y would be beta).
+    throw new ShapeError(
+      op,
+      `training needs more than one value per channel (N·H·W > 1), got x ${fmt(x.shape)}; ` +
+        `use a larger batch or eval mode`,
+    );
   }
 }
 

@@ -1,8 +1,10 @@
 /**
  * Differentiable reductions over chosen axes: sum, mean, max, min.
  * Gradients: sum spreads dy to every reduced element; mean also divides by the count; max/min
- * send dy to the elements equal to the extremum, split evenly between ties (as PyTorch's amax).
+ * send dy to the elements equal to the extremum (NaNs, where NaN is it), split evenly between ties
+ * (as PyTorch's amax).
  */
+import { isNanWgsl } from "../../shaders/common.ts";
 import { record } from "../autograd/tape.ts";
 import { normAxis, type Shape } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -55,7 +57,11 @@ function extremum(kind: "max" | "min", x: Tensor, options: ReduceOptions): Tenso
     const shape = keptShape(x, axes);
     const m = out.view(shape), g = dy.view(shape);
     const op = `${kind}.backward`;
-    const isExtremum = mapElements(op, "select(0.0, 1.0, a == b)", [x, m]);
+    // A NaN is the extremum where it wins (the output is NaN): it takes the gradient, as in
+    // torch.max(x).backward(); NaN == NaN is false, which would give 0/0 everywhere.
+    const isExtremum = mapElements(op, "select(0.0, 1.0, a == b || (is_nan(a) && is_nan(b)))", [x, m], {
+      helpers: isNanWgsl,
+    });
     const ties = reduceAxes(op, "sum", isExtremum, axes, true);
     const dx = mapElements(op, "a * b / c", [isExtremum, g, ties]);
     for (const t of [m, g, isExtremum, ties]) t.dispose();

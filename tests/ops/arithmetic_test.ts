@@ -197,3 +197,14 @@ gpuTest("divScalar: a divisor whose reciprocal is no normal f32 still divides (1
     dx.dispose();
   }
 });
+
+gpuTest("div: the denominator's gradient -a/b² stays finite where b² over- or underflows", async () => {
+  // [a, b]: -a/b² is -1e-10 (b² = 1e40 overflows f32) and -1e10 (b² = 1e-40 is denormal).
+  for (const [a, b, want] of [[1e30, 1e20, -1e-10], [1e-30, 1e-20, -1e10]]) {
+    const [x, y] = [fromArray([a], [1]), fromArray([b], [1])];
+    const { grads: [, dy] } = grad((p, q) => sum(div(p, q)), [x, y]);
+    const got = (await dy.toArray())[0];
+    assert.ok(Math.abs(got - want) <= 1e-5 * Math.abs(want), `d(${a}/${b})/db = ${got}, want ${want}`);
+    [x, y, dy].forEach((t) => t.dispose());
+  }
+});

@@ -22,3 +22,12 @@ gpuTest("correctPredictions/correctCount vs a host reference (first maximum on t
     /labels must be i32 \[1\], got f32\[1\]/,
   );
 });
+
+gpuTest(
+  "correctPredictions: a NaN logit is the maximum, as in argmax (a diverged row is not right)",
+  async () => {
+    const logits = fromArray([1, NaN, 0, 5, 1, 2, NaN, 0, 9], [3, 3]);
+    const labels = fromArray(Int32Array.from([0, 0, 0]));
+    assert.deepEqual([...await correctPredictions(logits, labels).toArray()], [0, 1, 1]);
+  },
+);

@@ -356,6 +356,25 @@ gpuTest("logSumExp: stable for large magnitudes", async () => {
   [x, y].forEach((t) => t.dispose());
 });
 
+gpuTest("logSumExp: several +inf give +inf; a NaN gives NaN", async () => {
+  const x = fromArray([Infinity, Infinity, 1, 2, NaN, 3, -Infinity, -Infinity, 0], [3, 3]);
+  const y = await logSumExp(x, 1).toArray();
+  assert.equal(y[0], Infinity);
+  assert.ok(Number.isNaN(y[1]));
+  assert.equal(y[2], 0);
+  x.dispose();
+});
+
+gpuTest("max, min over all elements: a NaN takes the gradient (as torch.max(x).backward())", async () => {
+  for (const op of [max, min]) {
+    const x = fromArray([1, NaN, 3, -2], [4]);
+    const { grads: [dx] } = grad((t) => op(t), [x]);
+    assert.deepEqual([...await dx.toArray()], [0, 1, 0, 0], op.name);
+    x.dispose();
+    dx.dispose();
+  }
+});
+
 // ---- errors ----
 
 gpuTest("reductions: errors name the op and the shapes; empty axes", async (gpu) => {
