@@ -239,7 +239,6 @@ export async function evaluateStudy(
   options: EvaluateStudyOptions = {},
 ): Promise<Comparison> {
   const log = options.log ?? ((s: string) => console.error(s));
-  const started = performance.now();
   const e = config.evaluation;
   const host = await loadDataset(config.dataset, "test", config.classifier.dataDir);
   const points = evaluationPoints(host.labels, e.points);
@@ -248,6 +247,15 @@ export async function evaluateStudy(
   const l2: ThreatModel = { norm: "l2", eps: e.l2Eps };
   const rows: RowResult[] = [];
   for (const spec of comparisonRows(config)) {
+    // A row finished before a kill is read back, not attacked again: rows are independent (every
+    // batch of the protocol reseeds itself), so the table is the one an uninterrupted run makes.
+    const saved = await readSavedRow(run, spec.key);
+    if (saved) {
+      log(`evaluate: ${spec.label}: done earlier (${rowFile(spec.key)})`);
+      rows.push(saved.row);
+      options.onExamples?.(spec.key, saved.examples);
+      continue;
+    }
     const rowStarted = performance.now();
     const m = await rowModel(config, run, spec, host);
     const random = m.pipeline !== null;
@@ -325,7 +333,17 @@ export async function evaluateStudy(
       }
       const sanity = [b, s, u].flatMap((o) => o.result.sanity);
       const seconds = (performance.now() - rowStarted) / 1000;
-      rows.push({ key: spec.key, label: spec.label, stage: spec.stage, random, cells, sanity, seconds });
+      const row: RowResult = {
+        key: spec.key,
+        label: spec.label,
+        stage: spec.stage,
+        random,
+        cells,
+        sanity,
+        seconds,
+      };
+      await run.writeJson(rowFile(spec.key), { row, examples: s.examples } satisfies SavedRow);
+      rows.push(row);
       const pct = (c: Cell) => (100 * c.singleDraw.mean).toFixed(1);
       log(
         `  clean ${pct(cells.clean)}  B: FGSM ${pct(cells["B:FGSM"])} PGD ${pct(cells["B:PGD"])}  ` +
@@ -345,6 +363,30 @@ export async function evaluateStudy(
     seeds,
     draws: e.draws,
     threats: { linf, l2, stadvBound: e.stadvBound },
-    seconds: (performance.now() - started) / 1000,
+    // The rows' times, those of a resumed run's earlier process included.
+    seconds: rows.reduce((t, r) => t + r.seconds, 0),
   };
+}
+
+/** A finished row as the evaluate stage saves it: its result and its examples (Figure 3). */
+interface SavedRow {
+  row: RowResult;
+  examples: ExampleSet[];
+}
+
+function rowFile(key: string): string {
+  return `evaluate/${key}.json`;
+}
+
+/** A row saved by an earlier process of this run, its images back in Float32Arrays; else null. */
+async function readSavedRow(run: RunFolder, key: string): Promise<SavedRow | null> {
+  if (!(await run.exists(rowFile(key)))) return null;
+  const saved = await run.readJson<SavedRow>(rowFile(key));
+  for (const set of saved.examples) {
+    set.clean = Float32Array.from(set.clean);
+    for (const label of Object.keys(set.adversarial)) {
+      set.adversarial[label] = Float32Array.from(set.adversarial[label]);
+    }
+  }
+  return saved;
 }

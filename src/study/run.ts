@@ -119,11 +119,12 @@ export async function studyPurifier(
   return generator;
 }
 
-/** Runs the training stages that are not complete yet; returns whether all of them completed. */
 /**
- * The checkpoints the wanted stages read that no wanted stage makes and that are not there (an
- * empty list: nothing missing); a given --classifier-checkpoint is also read, so that a bad one
- * fails now instead of after the stages before its first use.
+ * The inputs the wanted stages read that no wanted stage makes and that are not there (an empty
+ * list: nothing missing). An input counts as there when the stage that makes it finished (its
+ * stage record): a checkpoint alone may be a killed stage's partial one, and a stage trained from
+ * it would be recorded as done and never redone. A given --classifier-checkpoint is also read, so
+ * that a bad one fails now instead of after the stages before its first use.
  */
 export async function missingInputs(
   config: StudyConfig,
@@ -136,21 +137,29 @@ export async function missingInputs(
   const missing: string[] = [];
   const needsClassifier = (wanted("at") && config.at !== null && config.atInit === "classifier") ||
     wanted("atop") || wanted("evaluate");
+  /** Stage `stage` (records and checkpoints named `name`) must have finished unless it runs now. */
+  const require = async (stage: StudyStage, name: string, alternative = "") => {
+    if (wanted(stage) || await readStageRecord(run, name)) return;
+    const partial = await pathExists(run.checkpointPath(name));
+    missing.push(
+      `${run.checkpointPath(name)} (made by the ${name} stage${alternative}${
+        partial ? ", which has not finished: the checkpoint there is a partial one" : ""
+      })`,
+    );
+  };
   if (needsClassifier && config.classifierCheckpoint) {
     const { config: read, imported } = await readClassifierCheckpoint(
       config.classifierCheckpoint,
       classifierFallback(config),
     );
     if (imported) onImported?.(read);
-  } else if (
-    needsClassifier && !wanted("classifier") && !(await pathExists(run.checkpointPath("classifier")))
-  ) {
-    missing.push(
-      `${run.checkpointPath("classifier")} (made by the classifier stage, or pass --classifier-checkpoint)`,
-    );
+  } else if (needsClassifier) {
+    await require("classifier", "classifier", ", or pass --classifier-checkpoint");
   }
-  if (wanted("atop") && !wanted("pretrain") && !(await pathExists(run.checkpointPath("pretrain")))) {
-    missing.push(`${run.checkpointPath("pretrain")} (made by the pretrain stage)`);
+  if (wanted("atop") || wanted("evaluate")) await require("pretrain", "pretrain");
+  if (wanted("evaluate")) {
+    if (config.at) await require("at", "at");
+    for (const mode of config.atopModes) await require("atop", atopStageName(mode));
   }
   return missing;
 }
@@ -178,6 +187,7 @@ export async function checkStudySetup(config: StudyConfig): Promise<void> {
   }
 }
 
+/** Runs the training stages that are not complete yet; returns whether all of them completed. */
 export async function runStudyTraining(
   config: StudyConfig,
   run: RunFolder,

@@ -31,8 +31,9 @@ export async function runStudy(
     return { completed: true, reportPath: null, report: null };
   }
 
-  // The evaluate stage's results are comparison.json and the figure (figure3.png, figure.json):
-  // a resumed run that finds them only rewrites the report.
+  // The evaluate stage's results are comparison.json and the figure (figure3.png, figure.json),
+  // comparison.json written last: a resumed run that finds it only rewrites the report. Each
+  // finished row is also kept in evaluate/<row>.json, so a kill mid-evaluation loses one row.
   let comparison: Comparison;
   let figureLabels: string[];
   if (await run.exists("comparison.json") && await run.exists("figure.json")) {
@@ -46,9 +47,9 @@ export async function runStudy(
       tty: options.tty,
       onExamples: (row, sets) => examples[row] = sets,
     });
-    await run.writeJson("comparison.json", comparison);
     figureLabels = await writeFigure(config, run, comparison, examples);
     await run.writeJson("figure.json", { rows: figureLabels });
+    await run.writeJson("comparison.json", comparison);
   }
 
   const records = [];

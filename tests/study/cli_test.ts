@@ -87,6 +87,22 @@ Deno.test({
     const third = await train(["--out", dir, "--resume"]);
     assert.equal(third.code, 0, third.stderr);
     assert.match(third.stderr, /evaluate: done earlier/);
+
+    // Killed during the evaluation's last row: the finished rows are read back, the last one is
+    // evaluated again, and the table is the same (every batch of the protocol reseeds itself).
+    for (const file of ["comparison.json", "figure.json", "figure3.png", "evaluate/atop-clean.json"]) {
+      await Deno.remove(`${dir}/${file}`);
+    }
+    const fourth = await train(["--out", dir, "--resume"]);
+    assert.equal(fourth.code, 0, fourth.stderr);
+    assert.equal([...fourth.stderr.matchAll(/: done earlier \(evaluate\/[a-z-]+\.json\)/g)].length, 5);
+    assert.ok(await pathExists(`${dir}/figure3.png`));
+    const again = JSON.parse(await Deno.readTextFile(`${dir}/report.json`)) as StudyReport;
+    // The same numbers; only the re-evaluated row's timings differ.
+    const cells = (r: StudyReport) =>
+      JSON.stringify(r.comparison.rows.map((row) => [row.key, row.cells]), (k, v) => k === "seconds" ? 0 : v);
+    assert.equal(cells(again), cells(report));
+    assert.deepEqual(again.figureRows, report.figureRows);
   },
 });
 
@@ -267,6 +283,25 @@ Deno.test("train CLI: the inputs of the chosen stages are checked before any sta
     assert.match(missing[1], /checkpoints\/pretrain\.safetensors \(made by the pretrain stage\)/);
     assert.deepEqual(await missingInputs(tiny, run, ["classifier", "pretrain", "atop"]), []);
     assert.deepEqual(await missingInputs(tiny, run, undefined), []);
+    // A checkpoint without its stage record is a killed stage's partial one: not an input.
+    await Deno.mkdir(`${dir}/checkpoints`, { recursive: true });
+    await Deno.writeFile(run.checkpointPath("pretrain"), new Uint8Array(8));
+    const partial = await missingInputs(tiny, run, ["classifier", "atop"]);
+    assert.deepEqual(partial.length, 1, partial.join("\n"));
+    assert.match(partial[0], /pretrain\.safetensors \(made by the pretrain stage, which has not finished/);
+    // The evaluate stage reads every row's stage.
+    const evaluateOnly = await missingInputs(tiny, run, ["evaluate"]);
+    const rows = [
+      "classifier",
+      ...(tiny.at ? ["at"] : []),
+      "pretrain",
+      ...tiny.atopModes.map((m) => `atop-${m}`),
+    ];
+    assert.deepEqual(
+      evaluateOnly.map((m) => /checkpoints\/([a-z-]+)\.safetensors/.exec(m)?.[1]).sort(),
+      rows.sort(),
+      evaluateOnly.join("\n"),
+    );
     // Imported weights (no metadata of ours) are read with the study's model, dataset and
     // normalisation, and reported.
     await Deno.writeFile(
