@@ -20,7 +20,7 @@ import { importedWeightsNote, linfBudgetWarning, runCommand } from "./common.ts"
 
 const USAGE = "usage: deno task train [options]\n\n" +
   "Runs the AToP study: classifier -> at -> pretrain -> atop (per mode) -> evaluate, in a run folder\n" +
-  "holding config.json, log.jsonl, checkpoints/, stages/, report.md, report.json, figure3.png and curves/.\n" +
+  "holding config.json, log.jsonl, checkpoints/, stages/, evaluate/, report.md, report.json, figure3.png and curves/.\n" +
   "Kill it at any time; `--resume --out <run folder>` continues where it stopped.\n\nProfiles:\n" +
   Object.entries(PROFILES).map(([name, p]) => `  ${name.padEnd(14)}${p.describe}`).join("\n");
 
