@@ -22,7 +22,10 @@ export class Generator {
     return { seed: this.seed, stream: this.#stream++ };
   }
 
-  /** Position in the sequence (checkpointed so resumed runs draw the same numbers). */
+  /**
+   * Position in the sequence. Not checkpointed: resumed runs draw the same numbers because the
+   * stage runner reseeds the generator from (seed, step) before every step.
+   */
   get stream(): number {
     return this.#stream;
   }

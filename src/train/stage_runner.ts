@@ -196,6 +196,8 @@ export async function runStage(
   let history: EpochSummary[] = [];
   let curve: [number, ...number[]][] = [];
   let resumed: RunningSums | undefined;
+  // Wall time of the processes before a resume, up to their last checkpoint.
+  let earlierSeconds = 0;
 
   if (options.resume) {
     if (!(await pathExists(checkpointPath))) {
@@ -218,6 +220,7 @@ export async function runStage(
     history = (ckpt.metadata.history as EpochSummary[]) ?? [];
     curve = (ckpt.metadata.curve as [number, ...number[]][]) ?? [];
     resumed = ckpt.metadata.running as RunningSums | undefined;
+    earlierSeconds = (ckpt.metadata.wallSeconds as number | undefined) ?? 0;
     log(
       `resumed ${checkpointPath} at step ${step} (epoch ${
         loader.state().epoch + 1
@@ -258,6 +261,7 @@ export async function runStage(
       history,
       curve,
       running,
+      wallSeconds: earlierSeconds + (now - started) / 1000,
     });
   };
 
@@ -332,7 +336,8 @@ export async function runStage(
         imagesPerSecond: epochSeen / seconds,
       };
       history.push(record);
-      await run.log({ stage, type: "epoch", ...record });
+      // With its step: a resumed run's "resume" line supersedes entries after its step.
+      await run.log({ stage, type: "epoch", step, ...record });
       const train = Object.entries(record.train).map(([k, v]) => `${k} ${formatMetric(k, v)}`).join(" ");
       const tested = Object.entries(record.eval).map(([k, v]) => `${k} ${formatMetric(k, v)}`).join(" ");
       log(
@@ -360,6 +365,6 @@ export async function runStage(
     metrics: def.metrics,
     history,
     curve,
-    wallSeconds: (performance.now() - started) / 1000,
+    wallSeconds: earlierSeconds + (performance.now() - started) / 1000,
   };
 }

@@ -38,11 +38,21 @@ async function resumeMatches(config: ClassifierConfig, steps: number, killAt: nu
   const killed = await trainClassifier({ ...config, stopAfterSteps: killAt }, new RunFolder(dirB), quiet);
   assert.equal(killed.result.completed, false);
   killed.model.dispose();
+  const resumedAt = performance.now();
   const b = await trainClassifier(config, new RunFolder(dirB), { ...quiet, resume: true });
+  const ownSeconds = (performance.now() - resumedAt) / 1000;
   assert.equal(b.result.completed, true);
   assert.deepEqual(b.result.losses, a.result.losses, "same loss at every step");
   assert.deepEqual(await weights(b.model), await weights(a.model), "bit-identical weights and running stats");
   assert.equal(b.result.testAccuracy, a.result.testAccuracy);
+  // The wall time counts the killed process's too; epoch lines in the log carry their step.
+  assert.ok(
+    b.result.wallSeconds > ownSeconds + 0.5 * killed.result.wallSeconds,
+    `${b.result.wallSeconds} s: ${ownSeconds} s of its own and ${killed.result.wallSeconds} s before`,
+  );
+  const lines = (await Deno.readTextFile(`${dirB}/log.jsonl`)).trim().split("\n").map((l) => JSON.parse(l));
+  const epochs = lines.filter((l) => l.type === "epoch");
+  assert.ok(epochs.length > 0 && epochs.every((l) => Number.isInteger(l.step) && l.step > 0));
   a.model.dispose();
   b.model.dispose();
 }
