@@ -98,7 +98,8 @@ export const STUDY_OPTIONS = {
     type: "integer",
     default: null,
     min: 1,
-    help: "stop the running stage after this many steps, checkpointed, as if killed (resume tests)",
+    help:
+      "stop the running stage when it reaches this step (counted from its start, across resumes), checkpointed, as if killed (resume tests)",
   },
 } as const satisfies OptionTable;
 

@@ -87,7 +87,8 @@ export const CLASSIFIER_OPTIONS = {
     type: "integer",
     default: null,
     min: 1,
-    help: "stop after this many steps, checkpointed, as if killed (resume tests)",
+    help:
+      "stop when the stage reaches this step (counted from its start, across resumes), checkpointed, as if killed (resume tests)",
   },
 } as const satisfies OptionTable;
 
