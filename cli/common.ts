@@ -47,7 +47,8 @@ export const CHECKPOINT_OPTIONS = {
     default: null,
     help: "input normalisation the weights were trained with, for checkpoints without our metadata: " +
       "none (raw [0,1], e.g. RobustBench WRNs), a dataset name, or <mean,...>/<std,...> " +
-      "(e.g. 0.4914,0.4822,0.4465/0.2023,0.1994,0.2010 for kuangliu's CIFAR ResNets); default: --dataset's",
+      "(e.g. 0.4914,0.4822,0.4465/0.2023,0.1994,0.2010 for kuangliu's CIFAR ResNets); default: --dataset's " +
+      "(wrn-28-10: none, as RobustBench's)",
   },
 } as const satisfies OptionTable;
 
@@ -76,7 +77,8 @@ export function checkpointFallback(values: Record<string, unknown>) {
 export function importedWeightsNote(config: ClassifierConfig, flag = "--normalize"): string {
   const n = config.normalize;
   return n
-    ? `imported weights: inputs normalised with mean ${n.mean.join(",")}, std ${n.std.join(",")} (${flag})`
+    ? `imported weights: inputs normalised with mean ${n.mean.join(",")}, std ${n.std.join(",")}; if they ` +
+      `were trained otherwise, pass ${flag}`
     : `imported weights: inputs normalised with ${config.dataset}'s statistics; if they were trained ` +
       `otherwise, pass ${flag} (none for raw [0,1] inputs, e.g. RobustBench WRNs)`;
 }

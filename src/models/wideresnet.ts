@@ -2,12 +2,19 @@
  * WideResNet (Zagoruyko & Komodakis 2016) with pre-activation blocks, as in RobustBench's
  * `WideResNet` (names: conv1, block{1,2,3}.layer.{i}.{bn1,conv1,bn2,conv2,convShortcut}, bn1,
  * fc), so RobustBench checkpoints map one to one. WRN-28-10: depth 28, widen factor 10.
+ * Initialised as RobustBench's (and the original Torch code): convs from N(0, 2/(k²·out)), He's
+ * fan-out rule, and the fc bias at 0; the fc weight keeps PyTorch's default.
  */
 import { add } from "../ops/arithmetic.ts";
 import { BatchNorm2d, Conv2d, GlobalAvgPool2d, Linear } from "../nn/layers.ts";
 import { Module, Sequential } from "../nn/module.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { Normalize } from "./normalize.ts";
+
+/** He's fan-out normal init of a k×k conv with `out` outputs (std √(2 / (k²·out))). */
+function heStd(k: number, out: number): number {
+  return Math.sqrt(2 / (k * k * out));
+}
 
 class WideBasicBlock extends Module {
   readonly bn1: BatchNorm2d;
@@ -21,12 +28,23 @@ class WideBasicBlock extends Module {
     this.bn1 = this.child("bn1", new BatchNorm2d(inChannels));
     this.conv1 = this.child(
       "conv1",
-      new Conv2d(inChannels, outChannels, 3, { stride, padding: 1, bias: false }),
+      new Conv2d(inChannels, outChannels, 3, {
+        stride,
+        padding: 1,
+        bias: false,
+        weightStd: heStd(3, outChannels),
+      }),
     );
     this.bn2 = this.child("bn2", new BatchNorm2d(outChannels));
-    this.conv2 = this.child("conv2", new Conv2d(outChannels, outChannels, 3, { padding: 1, bias: false }));
+    this.conv2 = this.child(
+      "conv2",
+      new Conv2d(outChannels, outChannels, 3, { padding: 1, bias: false, weightStd: heStd(3, outChannels) }),
+    );
     this.convShortcut = inChannels !== outChannels
-      ? this.child("convShortcut", new Conv2d(inChannels, outChannels, 1, { stride, bias: false }))
+      ? this.child(
+        "convShortcut",
+        new Conv2d(inChannels, outChannels, 1, { stride, bias: false, weightStd: heStd(1, outChannels) }),
+      )
       : null;
   }
 
@@ -78,12 +96,15 @@ export class WideResNet extends Module {
     const n = (config.depth - 4) / 6;
     const ch = [16, 16 * config.widen, 32 * config.widen, 64 * config.widen];
     this.normalize = new Normalize(config.mean, config.std);
-    this.conv1 = this.child("conv1", new Conv2d(config.inChannels, ch[0], 3, { padding: 1, bias: false }));
+    this.conv1 = this.child(
+      "conv1",
+      new Conv2d(config.inChannels, ch[0], 3, { padding: 1, bias: false, weightStd: heStd(3, ch[0]) }),
+    );
     this.blocks = [1, 2, 3].map((k) =>
       this.child(`block${k}`, new NetworkBlock(n, ch[k - 1], ch[k], k === 1 ? 1 : 2))
     );
     this.bn1 = this.child("bn1", new BatchNorm2d(ch[3]));
-    this.fc = this.child("fc", new Linear(ch[3], config.numClasses));
+    this.fc = this.child("fc", new Linear(ch[3], config.numClasses, { zeroBias: true }));
   }
 
   forward(x: Tensor): Tensor {

@@ -87,7 +87,7 @@ export const MODELS: Record<string, { describe: string; create: Factory }> = {
   },
   resnet8: { describe: "CIFAR ResNet-8, widths 16-32-64 (·k), 1 block per stage", create: small([1, 1, 1]) },
   resnet20: {
-    describe: "CIFAR ResNet-20, widths 16-32-64 (·k), 3 blocks per stage",
+    describe: "CIFAR ResNet-20, widths 16-32-64 (·k), 3 blocks per stage, 1x1-conv shortcuts (option B)",
     create: small([3, 3, 3]),
   },
   resnet18: {

@@ -58,11 +58,18 @@ export class Linear extends Module {
   readonly weight: Tensor;
   readonly bias: Tensor | null;
 
-  constructor(readonly inFeatures: number, readonly outFeatures: number, options: { bias?: boolean } = {}) {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    /** `zeroBias`: the bias starts at 0 instead of PyTorch's default U(±1/√fan_in). */
+    options: { bias?: boolean; zeroBias?: boolean } = {},
+  ) {
     super();
     const bound = defaultBound(inFeatures);
     this.weight = this.param("weight", uniformInit([outFeatures, inFeatures], bound));
-    this.bias = options.bias === false ? null : this.param("bias", uniformInit([outFeatures], bound));
+    this.bias = options.bias === false
+      ? null
+      : this.param("bias", options.zeroBias ? zeros([outFeatures]) : uniformInit([outFeatures], bound));
   }
 
   forward(x: Tensor): Tensor {

@@ -37,7 +37,7 @@ export const STUDY_OPTIONS = {
     default: null,
     help: "input normalisation of the classifier and the AT baseline: none (raw [0,1], e.g. RobustBench " +
       "WRNs), a dataset name, or <mean,...>/<std,...>; for --classifier-checkpoint weights without our " +
-      "metadata, the one they were trained with (default: the dataset's)",
+      "metadata, the one they were trained with (default: the dataset's; wrn-28-10 imports: none)",
   },
   classifierEpochs: { type: "integer", default: null, min: 1, help: "classifier training epochs" },
   classifierLimit: { type: "integer", default: null, min: 1, help: "classifier training images" },

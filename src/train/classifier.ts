@@ -90,11 +90,16 @@ export function buildSchedule(config: ClassifierConfig, totalSteps: number, step
   }
 }
 
+/** The normalisation of raw [0, 1] inputs (mean 0, std 1), as `--normalize none`. */
+const RAW_INPUTS = { mean: [0], std: [1] };
+
 /**
  * The config and weights of a classifier checkpoint. Ours carry their config in the metadata;
- * weights exported from PyTorch need the architecture named in `fallback`, and their
- * `num_batches_tracked` entries (BatchNorm bookkeeping we do not keep) are dropped.
+ * weights exported from PyTorch need the architecture named in `fallback` (and their input
+ * normalisation: the dataset's statistics by default, raw inputs for wrn-28-10 as RobustBench's),
+ * and tensors their forward never uses are dropped (see below).
  */
+
 export async function readClassifierCheckpoint(
   path: string,
   fallback: {
@@ -130,13 +135,19 @@ export async function readClassifierCheckpoint(
   if (!fallback.model || !fallback.dataset) {
     throw new UsageError(`${path} has no training metadata: pass --model and --dataset`);
   }
+  // RobustBench's WideResNets take raw [0, 1] inputs: that is their default, not the dataset's.
+  const normalize = fallback.normalize ?? (fallback.model === "wrn-28-10" ? RAW_INPUTS : null);
   const config = defaultClassifierConfig({
     model: fallback.model,
     dataset: fallback.dataset,
     width: fallback.width ?? 1,
-    ...(fallback.normalize ? { normalize: fallback.normalize } : {}),
+    ...(normalize ? { normalize } : {}),
   });
-  const tensors = new Map([...ckpt.tensors].filter(([k]) => !k.endsWith(".num_batches_tracked")));
+  // Dropped: BatchNorm's step counters, and the `sub_block1` of RobustBench WideResNets built
+  // with sub_block1=True (Carmon2019Unlabeled, TRADES...), parameters their forward never uses.
+  const unused = (k: string) =>
+    k.endsWith(".num_batches_tracked") || (fallback.model === "wrn-28-10" && k.startsWith("sub_block1."));
+  const tensors = new Map([...ckpt.tensors].filter(([k]) => !unused(k)));
   return { config, weights: { ...ckpt, tensors }, imported: true };
 }
 

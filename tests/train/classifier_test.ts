@@ -101,6 +101,16 @@ gpuTest("readClassifierCheckpoint: --normalize applies to imported weights only"
       dataset: "cifar10",
     });
     assert.equal(plain.config.normalize, undefined, "the dataset's statistics by default");
+    // A RobustBench WideResNet: raw [0, 1] inputs by default, its unused sub_block1 skipped.
+    await saveCheckpoint(`${dir}/robustbench.safetensors`, {
+      tensors: { "fc.bias": w, "sub_block1.layer.0.bn1.weight": w, "bn1.num_batches_tracked": w },
+    });
+    const wrn = await readClassifierCheckpoint(`${dir}/robustbench.safetensors`, {
+      model: "wrn-28-10",
+      dataset: "cifar10",
+    });
+    assert.deepEqual(wrn.config.normalize, none);
+    assert.deepEqual([...wrn.weights.tensors.keys()], ["fc.bias"]);
     // Ours carry their config: --normalize would contradict how they were trained.
     const config = defaultClassifierConfig({ model: "resnet8", dataset: "cifar10" });
     await saveCheckpoint(`${dir}/ours.safetensors`, {
