@@ -297,8 +297,14 @@ export async function extractTar(stream: ReadableStream<Uint8Array>, destDir: st
         continue;
       }
       if (type !== "g") [longName, pax] = [null, {}];
+      const written = type === "0" || type === "7" || type === "5";
       const parts = name.split("/").filter((p) => p !== "" && p !== ".");
-      if (name.startsWith("/") || parts.includes("..")) throw new Error(`unsafe path in archive: ${name}`);
+      // Only entries that are written are checked: a skipped one (a global pax header, named
+      // like $TMPDIR/GlobalHead.1.1 by GNU tar) may have any name. A file must name something
+      // inside destDir ("./" alone would write next to it).
+      if (written && (name.startsWith("/") || parts.includes("..") || (type !== "5" && parts.length === 0))) {
+        throw new Error(`unsafe path in archive: ${name}`);
+      }
       const target = [destDir, ...parts].join("/");
       if (type === "5") {
         await Deno.mkdir(target, { recursive: true });

@@ -261,51 +261,58 @@ export class DataLoader {
   constructor(dataset: GpuDataset | Dataset, options: LoaderOptions) {
     this.#ownsDataset = !(dataset instanceof GpuDataset);
     this.dataset = dataset instanceof GpuDataset ? dataset : GpuDataset.upload(dataset);
-    checkInteger("batchSize", options.batchSize, 1);
-    this.batchSize = options.batchSize;
-    this.shuffle = options.shuffle ?? true;
-    this.seed = options.seed ?? 0;
-    this.stream = options.stream ?? 0;
-    checkInteger("seed", this.seed, 0);
-    checkInteger("stream", this.stream, 0);
-    if (this.stream > 0xffffffff) throw new RangeError(`DataLoader: stream must fit in 32 bits`);
-    this.dropLast = options.dropLast ?? false;
-    const padding = options.augment?.crop?.padding ?? 0;
-    checkInteger("augment.crop.padding", padding, 0);
-    this.augment = {
-      padding,
-      crop: options.augment?.crop !== undefined,
-      flip: options.augment?.flip ?? false,
-    };
-    this.layout = options.layout ?? (currentGpu().adapterClass === "cpu" ? "row" : "element");
+    // Options are checked after the upload (the dataset's labels are needed): a rejected
+    // loader frees what it uploaded.
+    try {
+      checkInteger("batchSize", options.batchSize, 1);
+      this.batchSize = options.batchSize;
+      this.shuffle = options.shuffle ?? true;
+      this.seed = options.seed ?? 0;
+      this.stream = options.stream ?? 0;
+      checkInteger("seed", this.seed, 0);
+      checkInteger("stream", this.stream, 0);
+      if (this.stream > 0xffffffff) throw new RangeError(`DataLoader: stream must fit in 32 bits`);
+      this.dropLast = options.dropLast ?? false;
+      const padding = options.augment?.crop?.padding ?? 0;
+      checkInteger("augment.crop.padding", padding, 0);
+      this.augment = {
+        padding,
+        crop: options.augment?.crop !== undefined,
+        flip: options.augment?.flip ?? false,
+      };
+      this.layout = options.layout ?? (currentGpu().adapterClass === "cpu" ? "row" : "element");
 
-    const n = this.dataset.length;
-    this.limitSubset = options.limitSubset ?? "fixed";
-    if (this.limitSubset !== "fixed" && this.limitSubset !== "fresh") {
-      throw new RangeError(`DataLoader: limitSubset must be "fixed" or "fresh", got ${this.limitSubset}`);
+      const n = this.dataset.length;
+      this.limitSubset = options.limitSubset ?? "fixed";
+      if (this.limitSubset !== "fixed" && this.limitSubset !== "fresh") {
+        throw new RangeError(`DataLoader: limitSubset must be "fixed" or "fresh", got ${this.limitSubset}`);
+      }
+      if (this.limitSubset === "fresh" && !this.shuffle) {
+        throw new RangeError(`DataLoader: limitSubset "fresh" draws a random subset and needs shuffle`);
+      }
+      if (options.limit !== undefined) {
+        checkInteger("limit", options.limit, 1);
+        this.samples = Math.min(options.limit, n);
+        this.#base = this.limitSubset === "fresh"
+          ? Uint32Array.from({ length: n }, (_, i) => i)
+          : balancedOrder(this.dataset.hostLabels).subarray(0, this.samples);
+      } else {
+        this.#base = Uint32Array.from({ length: n }, (_, i) => i);
+        this.samples = n;
+      }
+      this.batchesPerEpoch = this.dropLast
+        ? Math.floor(this.samples / this.batchSize)
+        : Math.ceil(this.samples / this.batchSize);
+      if (this.batchesPerEpoch === 0) {
+        throw new RangeError(
+          `DataLoader: dropLast with batchSize ${this.batchSize} > ${this.samples} samples leaves no batch`,
+        );
+      }
+      if (options.start) this.seek(options.start);
+    } catch (e) {
+      if (this.#ownsDataset) this.dataset.dispose();
+      throw e;
     }
-    if (this.limitSubset === "fresh" && !this.shuffle) {
-      throw new RangeError(`DataLoader: limitSubset "fresh" draws a random subset and needs shuffle`);
-    }
-    if (options.limit !== undefined) {
-      checkInteger("limit", options.limit, 1);
-      this.samples = Math.min(options.limit, n);
-      this.#base = this.limitSubset === "fresh"
-        ? Uint32Array.from({ length: n }, (_, i) => i)
-        : balancedOrder(this.dataset.hostLabels).subarray(0, this.samples);
-    } else {
-      this.#base = Uint32Array.from({ length: n }, (_, i) => i);
-      this.samples = n;
-    }
-    this.batchesPerEpoch = this.dropLast
-      ? Math.floor(this.samples / this.batchSize)
-      : Math.ceil(this.samples / this.batchSize);
-    if (this.batchesPerEpoch === 0) {
-      throw new RangeError(
-        `DataLoader: dropLast with batchSize ${this.batchSize} > ${this.samples} samples leaves no batch`,
-      );
-    }
-    if (options.start) this.seek(options.start);
   }
 
   /** Where the next batch comes from (save it in checkpoints). */

@@ -272,6 +272,19 @@ Deno.test("extractTar: ustar prefix, GNU long names, unsafe paths, GNU tar's own
     assert.deepEqual([...Deno.readDirSync(`${dir}/cut`)], []);
 
     await assert.rejects(extractTar(stream(tar([{ name: "../evil.bin", data }])), dir), /unsafe path/);
+    // A file named "./" would be written next to dir, not in it.
+    await assert.rejects(
+      extractTar(stream(tar([{ name: "./", data }])), dir),
+      /unsafe path in archive: \.\//,
+    );
+    // A global pax header is skipped whatever its name (GNU tar's: $TMPDIR/GlobalHead.<pid>.<n>).
+    const comment = new TextEncoder().encode(paxRecord("comment", "made by GNU tar"));
+    const rest = tar([{ name: "after-global.bin", data }]);
+    const withGlobal = new Uint8Array(512 + 512 + rest.length);
+    withGlobal.set(tarHeader("/tmp/GlobalHead.1.1", comment.length, "g"));
+    withGlobal.set(comment, 512);
+    withGlobal.set(rest, 1024);
+    assert.deepEqual((await extractTar(stream(withGlobal), dir)).map((e) => e.name), ["after-global.bin"]);
     const corrupt = tar([{ name: "c.bin", data }]);
     corrupt[0] ^= 1;
     await assert.rejects(extractTar(stream(corrupt), dir), /corrupt tar header/);

@@ -12,6 +12,7 @@ import {
   loadFashionMnist,
 } from "../../src/data/mod.ts";
 import { philox4x32 } from "../../src/ops/random.ts";
+import { currentGpu } from "../../src/device/runtime.ts";
 import { Rng } from "../helpers/reference.ts";
 import { gpuTest } from "../helpers/setup.ts";
 
@@ -302,6 +303,10 @@ gpuTest("loader: argument errors; a loader given a host dataset owns its upload"
   await checkBatch(ds, own, own.next(), PLAIN);
   own.dispose();
   assert.ok(own.dataset.labels.isDisposed && own.dataset.chunks.every((t) => t.isDisposed));
+  // A loader rejected for its options frees the upload it made.
+  const before = currentGpu().memory().bytesInUse;
+  assert.throws(() => new DataLoader(ds, { batchSize: 11, dropLast: true }), /leaves no batch/);
+  assert.equal(currentGpu().memory().bytesInUse, before);
 });
 
 gpuTest("loader: real Fashion-MNIST, augmented batches match the reference; epoch timing", async (gpu) => {
