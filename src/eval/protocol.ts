@@ -27,7 +27,7 @@ import { argmax } from "../ops/reduce_extra.ts";
 import { concat } from "../ops/shape_ops.ts";
 import { tidy } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { type AttackEntry, getAttack, resolveAttack } from "../attacks/registry.ts";
+import { type AttackEntry, resolveAttack } from "../attacks/registry.ts";
 import { resultChecks, type SanityCheck } from "./sanity.ts";
 import { planBatches, type Shard } from "./shard.ts";
 import { summarize, type SummaryRow, threatLabel, worseForDefence } from "./report.ts";
@@ -244,7 +244,7 @@ export function predictDraws(model: Model, x: Tensor, draws: number): Tensor {
     noGrad(() => {
       const n = x.shape[0];
       const preds: Tensor[] = [];
-      for (let r = 0; r < draws; r++) preds.push(argmax(model(x), 1).view([1, n]));
+      for (let r = 0; r < draws; r++) preds.push(argmax(model(x), 1).alias([1, n]));
       return preds.length === 1 ? preds[0] : concat(preds, 0);
     })
   );
