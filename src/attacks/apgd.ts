@@ -329,7 +329,7 @@ function apgdRun(
   loss.dispose();
   const copy = (t: Tensor) => keep(mapElements("apgd.copy", "a", [t]));
   const xBest = copy(xCur), gradBest = copy(grad);
-  let xPrev = keep(xCur.view()); // x_{-1} = x_0: no momentum on the first step (a = 1 anyway)
+  let xPrev = keep(xCur.alias()); // x_{-1} = x_0: no momentum on the first step (a = 1 anyway)
 
   for (let i = 0; i < steps; i++) {
     const a = i === 0 ? FIRST_MOMENTUM : MOMENTUM;

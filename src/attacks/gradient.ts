@@ -71,7 +71,7 @@ function accumulate(total: Tensor | null, term: Tensor): Tensor {
 function meanOf(terms: Tensor[]): Tensor {
   let total: Tensor | null = null;
   for (const t of terms) total = accumulate(total, t);
-  const mean = terms.length === 1 ? total!.view() : mulScalar(total!, 1 / terms.length);
+  const mean = terms.length === 1 ? total!.alias() : mulScalar(total!, 1 / terms.length);
   total!.dispose();
   return mean;
 }

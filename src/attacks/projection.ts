@@ -90,7 +90,7 @@ function perElement(
 export function perSampleNorm(d: Tensor, norm: Norm): Tensor {
   const op = "perSampleNorm";
   const { n, d: per } = batchOf(op, d);
-  const rows = d.view([n, per]);
+  const rows = d.alias([n, per]);
   try {
     return norm === "l2"
       ? reduceAxes(op, "sum", rows, [1], false, 1, { load: "v * v", store: "sqrt(acc)" })

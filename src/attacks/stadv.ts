@@ -86,7 +86,7 @@ export function stAdvWithGrid(
   const negMargin = resolveLoss("stAdv", "margin");
   const eot = { eot: o.eot };
   const identity = keep(identityGrid(n, h, w));
-  let grid = keep(identity.view());
+  let grid = keep(identity.alias());
   let m = keep(zerosLike(identity)), v = keep(zerosLike(identity));
   const best = initBest(identity);
   try {

@@ -41,7 +41,7 @@ function propagate(
     } else grads.set(tensor.id, { tensor, grad });
   };
   // Each stored gradient is its own view, so disposing one never frees another's buffer.
-  accumulate(loss, seed ? seed.view() : onesLike(loss));
+  accumulate(loss, seed ? seed.alias() : onesLike(loss));
 
   for (let k = tape.nodes.length - 1; k >= 0; k--) {
     const node = tape.nodes[k];
@@ -78,7 +78,7 @@ function propagate(
           `gradient for input ${i} has shape ${fmt(dx.shape)} but the input is ${fmt(x.shape)}`,
         );
       }
-      accumulate(x, dx.view());
+      accumulate(x, dx.alias());
     });
     for (const dx of dxs) if (dx && dx !== dy) dx.dispose();
     dy.dispose();
@@ -140,5 +140,5 @@ export function grad(
 
 /** A tensor sharing `t`'s data that gradients do not flow through. */
 export function detach(t: Tensor): Tensor {
-  return t.view();
+  return t.alias();
 }

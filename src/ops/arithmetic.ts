@@ -92,7 +92,7 @@ export function neg(a: Tensor): Tensor {
 /** a + s */
 export function addScalar(a: Tensor, s: number): Tensor {
   const out = mapElements("addScalar", "a + s0", [a], { scalars: [s] });
-  return record("addScalar", [a], out, (dy) => [dy.view()]);
+  return record("addScalar", [a], out, (dy) => [dy.alias()]);
 }
 
 /** a * s */

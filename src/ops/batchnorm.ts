@@ -414,7 +414,7 @@ export function batchNorm2dWithStats(
   const wantDx = needsGrad(x), wantParams = needsGrad(gamma, beta);
   const wantResidual = residual !== undefined && needsGrad(residual);
   // The rule's own reference to the statistics (freed with the recording scope).
-  const saved = stats.view();
+  const saved = stats.alias();
   record(op, inputs, y, (gradY) => {
     // With a residual the ReLU mask comes from the output (bn(x) + residual > 0): apply it
     // once; the masked gradient is the residual's and feeds the plain batchnorm backward.
@@ -423,7 +423,7 @@ export function batchNorm2dWithStats(
       : null;
     const dy = masked ?? gradY;
     const grads = batchNormGradients(dy);
-    const dResidual = wantResidual ? dy.view() : null;
+    const dResidual = wantResidual ? dy.alias() : null;
     masked?.dispose();
     return residual ? [...grads, dResidual] : grads;
   });

@@ -322,18 +322,18 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
     variant,
   };
   // As a [rows, in] matrix: the product is one 2-D GEMM (and split-K slices 2-D operands).
-  const x2 = x.rank === 2 ? x : x.view([rows, inFeatures]);
+  const x2 = x.rank === 2 ? x : x.alias([rows, inFeatures]);
   const out = runMatmul(op, x2, weight, bias ?? null, prob, [...x.shape.slice(0, -1), outFeatures]);
   if (x2 !== x) x2.dispose();
   const inputs = bias ? [x, weight, bias] : [x, weight];
   const [needX, needW, needB] = [needsGrad(x), needsGrad(weight), bias ? needsGrad(bias) : false];
   return record(op, inputs, out, (dy) => {
-    const dy2 = dy.view([rows, outFeatures]);
-    const x2 = x.view([rows, inFeatures]);
+    const dy2 = dy.alias([rows, outFeatures]);
+    const x2 = x.alias([rows, inFeatures]);
     let dx: Tensor | null = null;
     if (needX) {
       const dx2 = matmul(dy2, weight, { variant }); // [rows, out]·[out, in]
-      dx = dx2.view(x.shape);
+      dx = dx2.alias(x.shape);
       dx2.dispose();
     }
     const dW = needW ? matmul(dy2, x2, { transposeA: true, variant }) : null; // [out, rows]·[rows, in]

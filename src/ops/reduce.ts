@@ -31,7 +31,7 @@ export function keptShape(x: Tensor, axes: number[]): Shape {
 
 /** Broadcasts `g` (reduced shape) back over `x`'s shape, times `scale`. */
 function expandGrad(op: string, g: Tensor, x: Tensor, axes: number[], scale: number): Tensor {
-  const view = g.view(keptShape(x, axes));
+  const view = g.alias(keptShape(x, axes));
   const out = mapElements(op, "a * s0", [view], { scalars: [scale], outShape: x.shape });
   view.dispose();
   return out;
@@ -55,7 +55,7 @@ function extremum(kind: "max" | "min", x: Tensor, options: ReduceOptions): Tenso
   const out = reduceAxes(kind, kind, x, axes, options.keepDims ?? false);
   return record(kind, [x], out, (dy) => {
     const shape = keptShape(x, axes);
-    const m = out.view(shape), g = dy.view(shape);
+    const m = out.alias(shape), g = dy.alias(shape);
     const op = `${kind}.backward`;
     // A NaN is the extremum where it wins (the output is NaN): it takes the gradient, as in
     // torch.max(x).backward(); NaN == NaN is false, which would give 0/0 everywhere.

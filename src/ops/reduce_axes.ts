@@ -221,7 +221,7 @@ function reduceInto(
  * (NumPy rules: leading dimensions and dimensions of size 1 were expanded).
  */
 export function sumToShape(g: Tensor, shape: Shape): Tensor {
-  if (g.shape.length === shape.length && g.shape.every((d, i) => d === shape[i])) return g.view();
+  if (g.shape.length === shape.length && g.shape.every((d, i) => d === shape[i])) return g.alias();
   const offset = g.rank - shape.length;
   if (offset < 0) {
     throw new ShapeError("sumToShape", `cannot reduce ${fmt(g.shape)} to ${fmt(shape)}`);
@@ -231,7 +231,7 @@ export function sumToShape(g: Tensor, shape: Shape): Tensor {
     if (d < offset || (shape[d - offset] === 1 && g.shape[d] !== 1)) axes.push(d);
   }
   const summed = reduceAxes("sumToShape", "sum", g, axes, true);
-  const result = summed.view(shape);
+  const result = summed.alias(shape);
   summed.dispose();
   return result;
 }

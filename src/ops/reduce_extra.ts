@@ -50,7 +50,7 @@ export function l2NormPerSample(x: Tensor): Tensor {
   const norm = reduceAxes(op, "sum", x, axes, false, 1, { load: "v * v", store: "sqrt(acc)" });
   return record(op, [x], norm, (dy) => {
     const perSample = [x.shape[0], ...axes.map(() => 1)];
-    const g = dy.view(perSample), n = norm.view(perSample);
+    const g = dy.alias(perSample), n = norm.alias(perSample);
     const dx = mapElements(`${op}.backward`, "select(0.0, a * b / c, c > 0.0)", [g, x, n]);
     g.dispose();
     n.dispose();
@@ -71,7 +71,7 @@ export function logSumExp(x: Tensor, axis: number, keepDims = false): Tensor {
     launch(op, logSumExpShader, [x, out, params().u32(out.size, len, inner, 0)], grid1d(out.size));
   }
   return record(op, [x], out, (dy) => {
-    const g = dy.view(kept), y = out.view(kept);
+    const g = dy.alias(kept), y = out.alias(kept);
     const dx = mapElements(`${op}.backward`, "a * exp(b - c)", [g, x, y]);
     g.dispose();
     y.dispose();

@@ -108,28 +108,12 @@ function padCopy(op: string, block: Tensor, shape: Shape, begin: number[]): Tens
 
 // ---- reshapes (free) ----
 
-/** The same data with another shape; one dimension may be -1 (inferred). Shares the buffer. */
+/**
+ * The same data with another shape; one dimension may be -1 (inferred). Shares the buffer.
+ * (`x.view(shape)` is the same op, as a method.)
+ */
 export function reshape(x: Tensor, shape: Shape): Tensor {
-  const resolved = resolveShape("reshape", x, shape);
-  return record("reshape", [x], x.view(resolved), (dy) => [dy.view(x.shape)]);
-}
-
-function resolveShape(op: string, x: Tensor, shape: Shape): number[] {
-  const bad = shape.some((d) => !Number.isInteger(d) || d < -1);
-  const inferred = shape.filter((d) => d === -1).length;
-  if (bad || inferred > 1) {
-    throw new ShapeError(op, `invalid target shape ${fmt(shape)}: integers >= 0 and at most one -1`);
-  }
-  const known = shape.reduce((n, d) => (d === -1 ? n : n * d), 1);
-  const fill = inferred ? (known === 0 ? -1 : x.size / known) : 1;
-  if ((inferred && !Number.isInteger(fill)) || fill < 0 || (!inferred && known !== x.size)) {
-    throw new ShapeError(
-      op,
-      `cannot reshape ${fmt(x.shape)} (${x.size} elements) into ${fmt(shape)}` +
-        (inferred ? "" : ` (${known} elements)`),
-    );
-  }
-  return shape.map((d) => (d === -1 ? fill : d));
+  return x.view(shape, "reshape");
 }
 
 /** Merges dimensions startDim.. into one: [N, C, H, W] -> [N, C*H*W] for startDim = 1. */

@@ -106,7 +106,7 @@ export function normalizeVector(x: Tensor, state?: Tensor, eps = SPECTRAL_NORM_E
   }
   if (x.size === 0) return output(op, x.shape);
   const out = normalizeChunks(op, x, x.size, 1, state, eps);
-  const shaped = out.view(x.shape);
+  const shaped = out.alias(x.shape);
   out.dispose();
   return shaped;
 }
@@ -129,7 +129,7 @@ export function powerIteration(
   if (!Number.isInteger(iterations) || iterations < 0) {
     throw new ShapeError(op, `iterations must be an integer >= 0, got ${iterations}`);
   }
-  let uNow = u.view(), vNow = v.view();
+  let uNow = u.alias(), vNow = v.alias();
   for (let i = 0; i < iterations; i++) {
     const wtu = matvecPartials(op, weight, uNow, true);
     vNow.dispose();

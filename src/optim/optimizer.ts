@@ -188,7 +188,7 @@ export abstract class Optimizer {
     const tensors: Record<string, Tensor> = {};
     for (const [key, s] of this.#state) {
       paramSteps[key] = s.step;
-      for (const [b, t] of Object.entries(s.buffers)) tensors[`${key}.${b}`] = t.view();
+      for (const [b, t] of Object.entries(s.buffers)) tensors[`${key}.${b}`] = t.alias();
     }
     return { step: this.#step, paramSteps, tensors };
   }

@@ -69,3 +69,26 @@ export function broadcastShapes(op: string, a: Shape, b: Shape): number[] {
   }
   return out;
 }
+
+/**
+ * A reshape's target shape with its -1 (at most one) inferred from `from`'s size; the error
+ * names `op` and both shapes.
+ */
+export function resolveShape(op: string, from: Shape, shape: Shape): number[] {
+  const size = sizeOf(from);
+  const bad = shape.some((d) => !Number.isInteger(d) || d < -1);
+  const inferred = shape.filter((d) => d === -1).length;
+  if (bad || inferred > 1) {
+    throw new ShapeError(op, `invalid target shape ${fmt(shape)}: integers >= 0 and at most one -1`);
+  }
+  const known = shape.reduce((n, d) => (d === -1 ? n : n * d), 1);
+  const fill = inferred ? (known === 0 ? -1 : size / known) : 1;
+  if ((inferred && !Number.isInteger(fill)) || fill < 0 || (!inferred && known !== size)) {
+    throw new ShapeError(
+      op,
+      `cannot reshape ${fmt(from)} (${size} elements) into ${fmt(shape)}` +
+        (inferred ? "" : ` (${known} elements)`),
+    );
+  }
+  return shape.map((d) => (d === -1 ? fill : d));
+}

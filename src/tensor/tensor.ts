@@ -6,7 +6,8 @@
 import { currentGpu } from "../device/runtime.ts";
 import type { Gpu } from "../device/gpu.ts";
 import { BYTES_PER_ELEMENT, type DType, typedArray } from "./dtype.ts";
-import { checkShape, fmt, type Shape, sizeOf } from "./shape.ts";
+import { checkShape, fmt, resolveShape, type Shape, sizeOf } from "./shape.ts";
+import { record } from "../autograd/tape.ts";
 import { track } from "./scope.ts";
 
 /** A pooled GPU buffer shared by the tensors that view it. */
@@ -91,12 +92,25 @@ export class Tensor {
     return this.storage.gpu;
   }
 
-  /** A new tensor sharing this one's buffer, with another shape of the same size. */
-  view(shape: Shape = this.shape): Tensor {
+  /**
+   * A new tensor sharing this one's buffer, with another shape of the same size. Not recorded
+   * for autograd (ops use it for their outputs and inside gradient rules): no gradient flows
+   * through an alias; `view` (or `reshape`) is the differentiable one.
+   */
+  alias(shape: Shape = this.shape): Tensor {
     if (sizeOf(shape) !== this.size) {
-      throw new Error(`view: cannot view ${fmt(this.shape)} as ${fmt(shape)}`);
+      throw new Error(`alias: cannot view ${fmt(this.shape)} as ${fmt(shape)}`);
     }
     return new Tensor([...shape], this.dtype, this.storage.retain());
+  }
+
+  /**
+   * The same data with another shape (one dimension may be -1), sharing the buffer and recorded
+   * for autograd like PyTorch's `view` (the gradient is dy viewed back). `op` names it in errors.
+   */
+  view(shape: Shape, op = "view"): Tensor {
+    const resolved = resolveShape(op, this.shape, shape);
+    return record(op, [this], this.alias(resolved), (dy) => [dy.alias(this.shape)]);
   }
 
   /** Reads the data back to the host (the only GPU-to-host path). */

@@ -169,8 +169,8 @@ export async function fineTunePurifier(
             loss.backward();
             return noGrad(() =>
               concat([
-                mulScalar(concat([loss.view([1]), l1.view([1]), ce.view([1])], 0), n),
-                correctCount(logits, y).view([1]),
+                mulScalar(concat([loss.alias([1]), l1.alias([1]), ce.alias([1])], 0), n),
+                correctCount(logits, y).alias([1]),
               ], 0)
             );
           });

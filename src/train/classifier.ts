@@ -251,8 +251,8 @@ export async function trainClassifier(
               loss.backward();
               return noGrad(() =>
                 concat([
-                  mulScalar(loss, batch.labels.size).view([1]),
-                  correctCount(logits, batch.labels).view([1]),
+                  mulScalar(loss, batch.labels.size).alias([1]),
+                  correctCount(logits, batch.labels).alias([1]),
                 ], 0)
               );
             });

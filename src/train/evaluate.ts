@@ -39,8 +39,8 @@ export async function evaluateClassifier(
         noGrad(() => {
           const logits = model.forward(batch.images);
           const both = concat([
-            crossEntropy(logits, batch.labels, { reduction: "sum" }).view([1]),
-            correctCount(logits, batch.labels).view([1]),
+            crossEntropy(logits, batch.labels, { reduction: "sum" }).alias([1]),
+            correctCount(logits, batch.labels).alias([1]),
           ], 0);
           return add(sums, both);
         })

@@ -167,7 +167,7 @@ export async function pretrainPurifier(
               return noGrad(() => {
                 const parts = [loss, l1];
                 if (dLoss && gAdv) parts.push(dLoss, gAdv);
-                return mulScalar(concat(parts.map((p) => p.view([1])), 0), n);
+                return mulScalar(concat(parts.map((p) => p.alias([1])), 0), n);
               });
             });
             generatorOptim.step();

@@ -64,10 +64,10 @@ export async function evaluatePurifier(
             parts.generator.forward(parts.transform.apply(images, draw)),
             draw,
           );
-          const stats = [mulScalar(l1Loss(purified, toSigned(images)), labels.size).view([1])];
-          if (classifier) stats.push(correctCount(classifier.forward(toUnit(purified)), labels).view([1]));
+          const stats = [mulScalar(l1Loss(purified, toSigned(images)), labels.size).alias([1])];
+          if (classifier) stats.push(correctCount(classifier.forward(toUnit(purified)), labels).alias([1]));
           if (adversarial && pipeline) {
-            stats.push(correctCount(pipeline.logits(adversarial, draw), labels).view([1]));
+            stats.push(correctCount(pipeline.logits(adversarial, draw), labels).alias([1]));
           }
           return add(sums, concat(stats, 0));
         });

@@ -172,7 +172,7 @@ gpuTest("square: reproducible by seed; EOT on a random model stays valid", async
 gpuTest("square: clear errors for bad arguments", async () => {
   const { model, x, y } = await fixture();
   const linf: ThreatModel = { norm: "linf", eps: 0.1 };
-  assert.throws(() => square(model, x.view([BATCH, 784]), y, linf), /expects x f32 \[N, C, H, W\]/);
+  assert.throws(() => square(model, x.alias([BATCH, 784]), y, linf), /expects x f32 \[N, C, H, W\]/);
   const yBad = fromArray(new Int32Array(3));
   assert.throws(() => square(model, x, yBad, linf), /labels i32 \[40\]/);
   yBad.dispose();

@@ -102,7 +102,7 @@ gpuTest("stAdv: EOT over a random model keeps the invariants and still attacks",
 
 gpuTest("stAdv: clear errors for bad arguments", async () => {
   const { model, x, y } = await fixture();
-  assert.throws(() => stAdv(model, x.view([BATCH, 784]), y), /expects x f32 \[N, C, H, W\]/);
+  assert.throws(() => stAdv(model, x.alias([BATCH, 784]), y), /expects x f32 \[N, C, H, W\]/);
   assert.throws(() => stAdv(model, x, y, { bound: -1 }), /bound must be finite and >= 0/);
   assert.throws(() => stAdv(model, x, y, { steps: 1.5 }), /steps must be an integer/);
   assert.throws(() => stAdv(model, x, y, { eot: 0 }), /eot must be an integer >= 1/);

@@ -139,6 +139,6 @@ export async function accuracyOf(model: Model, x: Tensor, y: Tensor): Promise<nu
 export async function trainedClassifierHead(n: number): Promise<{ model: Model; x: Tensor; y: Tensor }> {
   const t = await trainedSmallClassifier();
   const x = keep(slice(t.x, [0, 0, 0, 0], [n, ...t.x.shape.slice(1)]));
-  const y = keep(slice(t.y.view([t.y.shape[0], 1]), [0, 0], [n, 1]).view([n]));
+  const y = keep(slice(t.y.alias([t.y.shape[0], 1]), [0, 0], [n, 1]).alias([n]));
   return { model: t.model, x, y };
 }

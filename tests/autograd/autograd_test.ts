@@ -144,3 +144,17 @@ gpuTest("backward: a 3000-op chain runs iteratively (no recursion) and frees int
   tidy(() => zeros([1]));
   w.dispose();
 });
+
+gpuTest("Tensor.view is differentiable (PyTorch's view); alias and detach are not", async () => {
+  const x = fromArray([1, 2, 3, 4], [4]);
+  // d/dx [Σ view(x·x) + Σ x] = 2x + 1 (the view used to cut the first path: [1, 1, 1, 1]).
+  const { grads: [dx] } = grad((a) => add(sum(mul(a, a).view([2, -1])), sum(a)), [x]);
+  assert.deepEqual([...await dx.toArray()], [3, 5, 7, 9]);
+  // Through an alias (an op's raw output view) or a detached tensor, no gradient flows.
+  const { grads: [dAlias] } = grad((a) => add(sum(mul(a, a).alias([2, 2])), sum(a)), [x]);
+  const { grads: [dDetach] } = grad((a) => add(sum(detach(mul(a, a))), sum(a)), [x]);
+  assert.deepEqual([...await dAlias.toArray()], [1, 1, 1, 1]);
+  assert.deepEqual([...await dDetach.toArray()], [1, 1, 1, 1]);
+  assert.throws(() => x.view([3]), /view: cannot reshape \[4\] \(4 elements\) into \[3\]/);
+  for (const t of [x, dx, dAlias, dDetach]) t.dispose();
+});

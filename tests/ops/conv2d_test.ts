@@ -312,10 +312,10 @@ gpuTest("conv2d: errors name the op and the shapes", () => {
     assert.throws(() => conv2d(x, w3, undefined, { stride: [1, 1.5] }), /conv2d: stride must be positive/);
     assert.throws(() => conv2d(x, w3, undefined, { padding: -1 }), /conv2d: padding must be non-negative/);
     assert.throws(
-      () => conv2d(x.view([6, 4, 4]), w3),
+      () => conv2d(x.alias([6, 4, 4]), w3),
       /conv2d: input must be \[N, Cin, H, W\], got \[6, 4, 4\]/,
     );
-    assert.throws(() => conv2d(x, w3, x.view([96])), /conv2d: bias \[96\] must be \[8\]/);
+    assert.throws(() => conv2d(x, w3, x.alias([96])), /conv2d: bias \[96\] must be \[8\]/);
     const dy = fromArray(new Float32Array(2 * 8 * 3 * 3), [2, 8, 3, 3]);
     assert.throws(
       () => conv2dBackwardData(dy, w3, [2, 3, 4, 4]),

@@ -329,7 +329,7 @@ gpuTest("gridSample / flowSmoothness: clear errors for bad shapes", () => {
     g.dispose();
   }
   const g = identityGrid(2, 4, 4);
-  assert.throws(() => gridSample(x.view([2, 48]), g), /x of shape \[N, C, H, W\]/);
+  assert.throws(() => gridSample(x.alias([2, 48]), g), /x of shape \[N, C, H, W\]/);
   // deno-lint-ignore no-explicit-any
   assert.throws(() => gridSample(x, g, { padding: "border" as any }), /padding "border" is not supported/);
   assert.throws(() => flowSmoothness(x), /flow of shape \[N, H, W, 2\]/);

@@ -37,7 +37,7 @@ gpuTest("creation: bad shapes and lengths name the op and the shape", () => {
 gpuTest("tensor: views share storage; disposal frees only with the last view", async (gpu) => {
   const before = gpu.memory().bytesInUse;
   const t = fromArray([1, 2, 3, 4, 5, 6], [2, 3]);
-  const v = t.view([3, 2]);
+  const v = t.alias([3, 2]);
   assert.deepEqual(v.shape, [3, 2]);
   t.dispose();
   assert.ok(gpu.memory().bytesInUse > before, "view keeps the buffer alive");
@@ -45,7 +45,7 @@ gpuTest("tensor: views share storage; disposal frees only with the last view", a
   v.dispose();
   assert.equal(gpu.memory().bytesInUse, before);
   assert.throws(() => t.buffer, /used after dispose/);
-  assert.throws(() => v.view([7]), /used after dispose|cannot view/);
+  assert.throws(() => v.alias([7]), /used after dispose|cannot view/);
   await assert.rejects(() => fromArray([1, 2]).item(), /item: tensor \[2\] has 2 elements/);
 });
 
