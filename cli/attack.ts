@@ -18,6 +18,7 @@ import {
   getAttack,
   getSuite,
   suiteNames,
+  suiteThreats,
 } from "../src/attacks/registry.ts";
 import type { Model, Norm, ThreatModel } from "../src/attacks/types.ts";
 import { loadDataset } from "../src/data/by_name.ts";
@@ -34,16 +35,15 @@ import { type EvalResult, evaluateRobustness, type Protocol, uploadPoints } from
 import { accuracyTable, markdownReport, threatLabel, writeEvaluationReport } from "../src/eval/report.ts";
 import { runSanityChecks, type SanityReport } from "../src/eval/sanity.ts";
 import { evaluationPoints, mergeResults, parseShard, type ShardMode } from "../src/eval/shard.ts";
-import { buildClassifier, readClassifierCheckpoint } from "../src/train/classifier.ts";
+import { buildClassifier } from "../src/train/classifier.ts";
 
 import { helpText, type OptionTable, parseOptions, parseSeeds, UsageError } from "../src/train/options.ts";
 import { Progress } from "../src/train/progress.ts";
 import {
   CHECKPOINT_OPTIONS,
-  checkpointFallback,
   checkWritableFolder,
-  importedWeightsNote,
   linfBudgetWarning,
+  readCheckpointArgument,
   runCommand,
 } from "./common.ts";
 import { join } from "node:path";
@@ -210,10 +210,12 @@ await runCommand(async () => {
       ...a,
       options: { ...a.options, ...gradientOverrides(a.attack as string) },
     }));
-    const own = suite.threats;
-    threats = explicit.has("eps") || explicit.has("norm") || !own
-      ? [{ norm, eps: (values.eps as number | null) ?? defaultEps }]
-      : own;
+    threats = suiteThreats(suite, {
+      norm,
+      eps: explicit.has("eps") ? values.eps as number : null,
+      normGiven: explicit.has("norm"),
+      defaultEps,
+    });
     sequential = suite.sequential;
   } else {
     const name = values.attack as string;
@@ -246,11 +248,7 @@ await runCommand(async () => {
   if (values.out) await checkWritableFolder(values.out as string, "--out");
 
   // Model and data.
-  const { config, weights, imported } = await readClassifierCheckpoint(
-    values.checkpoint as string,
-    checkpointFallback(values),
-  );
-  if (imported) console.error(importedWeightsNote(config));
+  const { config, weights } = await readCheckpointArgument(values, explicit);
   const gpu = await initWebGpu();
   const host = await loadDataset(config.dataset, values.split as "train" | "test", values.dataDir as string);
   const module = buildClassifier(config, host.shape, host.classes.length);
@@ -262,8 +260,12 @@ await runCommand(async () => {
     ? classifier
     : (x) => classifier(add(x, randn(x.shape, { std: sigma })));
   const points = evaluationPoints(host.labels, values.limit as number | null);
-  const modelName = `${config.model}${config.width > 1 ? ` x${config.width}` : ""} (${values.checkpoint})` +
-    (sigma !== null ? ` + input noise ${sigma}` : "");
+  const architecture = `${config.model}${config.width > 1 ? ` x${config.width}` : ""}`;
+  const noise = sigma !== null ? ` + input noise ${sigma}` : "";
+  const modelName = `${architecture} (${values.checkpoint})${noise}`;
+  // Shards merge by the weights' content, not their path (a copy elsewhere is the same model).
+  const weightsHash = await sha256Hex(await Deno.readFile(values.checkpoint as string));
+  const modelKey = `${architecture} sha256:${weightsHash}${noise}`;
 
   console.error(
     `attack: ${attacks.map((a) => a.label).join(", ")} at ${threats.map(threatLabel).join(", ")} on ` +
@@ -287,6 +289,7 @@ await runCommand(async () => {
     shard,
     limit: values.limit as number | null,
     modelName,
+    modelKey,
     datasetName: `${config.dataset}/${values.split}`,
     examples: values.examples as number,
     onProgress: (done, total, fields) => {
@@ -336,3 +339,8 @@ await runCommand(async () => {
   else console.log(markdownReport(result, `Robust evaluation: ${modelName}`));
   module.dispose();
 });
+
+async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}

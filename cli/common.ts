@@ -2,6 +2,7 @@
 import { DATASETS } from "../src/data/by_name.ts";
 import { MODELS, type Normalization, parseNormalization } from "../src/models/zoo.ts";
 import type { ClassifierConfig } from "../src/train/classifier_options.ts";
+import { readClassifierCheckpoint } from "../src/train/classifier.ts";
 import { type OptionTable, UsageError } from "../src/train/options.ts";
 import { NoAdapterError } from "../src/device/errors.ts";
 
@@ -71,6 +72,37 @@ export function checkpointFallback(values: Record<string, unknown>) {
     width: values.width as number,
     normalize,
   };
+}
+
+/**
+ * Reads the classifier of `--checkpoint` for eval and attack: a missing file is a usage error
+ * naming the flag; our checkpoints carry their model, dataset and width, so those flags, when
+ * `explicit` and different, are refused rather than silently ignored; imported weights get the
+ * reminder of their assumed normalisation.
+ */
+export async function readCheckpointArgument(
+  values: Record<string, unknown>,
+  explicit: ReadonlySet<string>,
+): Promise<Awaited<ReturnType<typeof readClassifierCheckpoint>>> {
+  const path = values.checkpoint as string;
+  try {
+    if (!(await Deno.stat(path)).isFile) throw new Error("not a file");
+  } catch {
+    throw new UsageError(`--checkpoint ${path}: no such file (give a .safetensors checkpoint)`);
+  }
+  const read = await readClassifierCheckpoint(path, checkpointFallback(values));
+  if (read.imported) console.error(importedWeightsNote(read.config));
+  else {
+    for (const key of ["model", "dataset", "width"] as const) {
+      if (explicit.has(key) && values[key] !== read.config[key]) {
+        throw new UsageError(
+          `--${key} ${values[key]}: ${path} holds a ${key} ${read.config[key]} (from its metadata); ` +
+            `drop --${key}, which is for weights without our metadata`,
+        );
+      }
+    }
+  }
+  return read;
 }
 
 /** The reminder for imported weights: their input normalisation is an assumption. */

@@ -9,12 +9,12 @@ import { GpuDataset } from "../src/data/loader.ts";
 import { initWebGpu } from "../src/device/runtime.ts";
 import { loadIntoTensors } from "../src/io/checkpoint.ts";
 import { markdownTable } from "../src/io/report.ts";
-import { buildClassifier, readClassifierCheckpoint } from "../src/train/classifier.ts";
+import { buildClassifier } from "../src/train/classifier.ts";
 
 import { evaluateClassifier } from "../src/train/evaluate.ts";
 import { helpText, type OptionTable, parseOptions, UsageError } from "../src/train/options.ts";
 
-import { CHECKPOINT_OPTIONS, checkpointFallback, importedWeightsNote, runCommand } from "./common.ts";
+import { CHECKPOINT_OPTIONS, readCheckpointArgument, runCommand } from "./common.ts";
 
 const OPTIONS = {
   checkpoint: { type: "string", default: null, help: "checkpoint file (.safetensors) to evaluate" },
@@ -30,17 +30,13 @@ const OPTIONS = {
 } as const satisfies OptionTable;
 
 await runCommand(async () => {
-  const { values, help } = await parseOptions(OPTIONS, Deno.args);
+  const { values, explicit, fromConfig, help } = await parseOptions(OPTIONS, Deno.args);
   if (help) {
     console.log(helpText("usage: deno task eval --checkpoint <file.safetensors> [options]", OPTIONS));
     return;
   }
   if (!values.checkpoint) throw new UsageError("--checkpoint <file> is required (see --help)");
-  const { config, weights, imported } = await readClassifierCheckpoint(
-    values.checkpoint as string,
-    checkpointFallback(values),
-  );
-  if (imported) console.error(importedWeightsNote(config));
+  const { config, weights } = await readCheckpointArgument(values, new Set([...explicit, ...fromConfig]));
   const gpu = await initWebGpu();
   const host = await loadDataset(config.dataset, values.split as "train" | "test", values.dataDir as string);
   const model = buildClassifier(config, host.shape, host.classes.length);

@@ -196,6 +196,21 @@ export const SUITES: Record<string, Suite> = {
   },
 };
 
+/**
+ * The threat models a suite runs at, given the command line: its own unless `eps` is given;
+ * `norm` alone keeps its budgets of that norm (the default budget of the norm when it has none).
+ */
+export function suiteThreats(
+  suite: Suite,
+  given: { norm: ThreatModel["norm"]; eps: number | null; normGiven: boolean; defaultEps: number },
+): ThreatModel[] {
+  const own = suite.threats;
+  if (given.eps !== null || !own) return [{ norm: given.norm, eps: given.eps ?? given.defaultEps }];
+  if (!given.normGiven) return own;
+  const ofNorm = own.filter((t) => t.norm === given.norm);
+  return ofNorm.length ? ofNorm : [{ norm: given.norm, eps: given.defaultEps }];
+}
+
 export function suiteNames(): string[] {
   return Object.keys(SUITES);
 }

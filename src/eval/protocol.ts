@@ -114,6 +114,8 @@ export interface RandomnessReport {
 export interface EvalConfig {
   /** What was evaluated (free text, e.g. checkpoint and architecture; part of the merge check). */
   model: string;
+  /** When set, the merge check compares this instead of `model` (see EvaluateOptions.modelKey). */
+  modelKey?: string;
   dataset: string;
   /** Size of the whole evaluation subset (all shards). */
   points: number;
@@ -183,6 +185,11 @@ export interface EvaluateOptions {
   limit?: number | null;
   /** Names for the config (merge check and reports). */
   modelName?: string;
+  /**
+   * What identifies the model in the merge check when `modelName` holds something that may differ
+   * between shards of one evaluation (a checkpoint's path): e.g. a hash of the weights.
+   */
+  modelKey?: string;
   datasetName?: string;
   /** Keep host copies of the first `examples` points per setting (default 16). */
   examples?: number;
@@ -725,6 +732,7 @@ export async function evaluateRobustness(options: EvaluateOptions): Promise<Eval
       format: "atop-robust-eval/1",
       config: {
         model: options.modelName ?? "model",
+        ...(options.modelKey ? { modelKey: options.modelKey } : {}),
         dataset: options.datasetName ?? dataset.name,
         points: total,
         limit: options.limit ?? null,

@@ -33,6 +33,8 @@ export interface SummaryRow {
   majority: Stat;
   /** Attack seconds per seed (mean); null for clean and worst-case rows. */
   seconds: number | null;
+  /** Points the attack ran on per seed (mean): fewer than n in a sequential suite; null as seconds. */
+  attacked?: number | null;
   /** Set when the attack ran once for several threat models (StAdv): the setting it ran in. */
   reusedFrom?: string;
   /**
@@ -93,7 +95,7 @@ function accuracies(outcomes: Outcome[], draws: number): { single: number; major
  */
 export function summarize(result: EvalResult): SummaryRow[] {
   const rows: SummaryRow[] = [];
-  const { draws, sequential } = result.config;
+  const { draws, sequential, random } = result.config;
   for (const s of result.settings) {
     const row = (
       label: string,
@@ -134,7 +136,14 @@ export function summarize(result: EvalResult): SummaryRow[] {
       const seconds = s.runs.reduce((t, run) => t + run.attackStats[j].seconds, 0) / s.runs.length;
       const cumulative = sequential && a.bound === "norm";
       const attackRow = row(a.label, "attack", (p) => {
-        if (!cumulative) return p.attacks[j];
+        const own = p.attacks[j];
+        // A deterministic model's robust accuracy counts a point only if the clean image is
+        // right too (an attack that turned a wrong point right did not make it robust). On a
+        // random model the two outcomes come from different draws: the minimum of two noisy
+        // counts would be biased down, so a row keeps the attack's own (the worst case re-draws).
+        if (!cumulative) {
+          return !random && own && a.bound === "norm" && worseForDefence(p.clean, own) ? p.clean : own;
+        }
         let best = p.clean;
         for (let k = 0; k <= j; k++) {
           const o = p.attacks[k];
@@ -143,6 +152,7 @@ export function summarize(result: EvalResult): SummaryRow[] {
         return best;
       }, seconds);
       if (a.reusedFrom) attackRow.reusedFrom = a.reusedFrom;
+      attackRow.attacked = s.runs.reduce((t, run) => t + run.attackStats[j].points, 0) / s.runs.length;
       rows.push(attackRow);
     });
     if (s.attacks.some((a) => a.bound === "norm")) {
@@ -214,7 +224,10 @@ export function detailTable(result: EvalResult): string {
       pct(r.singleDraw, seeds),
       pct(r.majority, seeds),
       r.reusedFrom ? `(= ${r.reusedFrom})` : formatSeconds(r.seconds),
-      r.seconds !== null && r.n > 0 && !r.reusedFrom ? (1000 * r.seconds / r.n).toFixed(1) : "",
+      // Per point attacked (a sequential suite's later attacks see only the points still robust).
+      r.seconds !== null && (r.attacked ?? r.n) > 0 && !r.reusedFrom
+        ? (1000 * r.seconds / (r.attacked ?? r.n)).toFixed(1)
+        : "",
     ]),
   );
 }
@@ -230,7 +243,8 @@ export function sanityTable(result: EvalResult): string {
 /** The whole Markdown report. */
 export function markdownReport(result: EvalResult, title = "Robust evaluation"): string {
   const c = result.config;
-  const n = c.points;
+  // The points this result covers: a shard's (or a partial merge's), not the whole evaluation's.
+  const n = result.settings[0]?.runs[0]?.points.length ?? c.points;
   const sigma = (p: number) => (100 * Math.sqrt(p * (1 - p) / n)).toFixed(1);
   const lines = [
     `# ${title}`,

@@ -64,7 +64,7 @@ export function planBatches(count: number, batchSize: number, shard: Shard | nul
   if (!shard) return all;
   if (shard.count > total && total > 0) {
     // Legal (some shards are empty), but usually a mistake worth knowing about.
-    console.warn(`shard ${shard.index}/${shard.count}: only ${total} batches, some shards get none`);
+    console.warn(`warning: shard ${shard.index}/${shard.count}: only ${total} batches, some shards get none`);
   }
   if (shard.mode === "strided") return all.filter((b) => b.batch % shard.count === shard.index);
   const from = Math.floor((shard.index * total) / shard.count);
@@ -75,16 +75,18 @@ export function planBatches(count: number, batchSize: number, shard: Shard | nul
 // ---------------------------------------------------------------------------------------------
 // Merging
 
-/** What must agree between shards for their union to be one evaluation. */
-function fingerprint(r: EvalResult): string {
+/** What must agree between shards for their union to be one evaluation, by name. */
+function fingerprint(r: EvalResult): Record<string, string> {
   const settings = r.settings.map((s) => ({
     protocol: s.protocol,
     threat: s.threat,
     attacks: s.attacks.map((a) => ({ label: a.label, attack: a.attack, options: a.options })),
     seeds: s.runs.map((run) => run.seed),
   }));
-  const { shard: _shard, ...config } = r.config;
-  return JSON.stringify({ config, settings });
+  // The model's key when it has one: the same weights under another path are the same model.
+  const { shard: _shard, model, modelKey, ...config } = r.config;
+  const parts: Record<string, unknown> = { ...config, model: modelKey ?? model, settings };
+  return Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, JSON.stringify(v)]));
 }
 
 function mergeRuns(runs: SeedRun[], where: string): SeedRun {
@@ -126,10 +128,18 @@ export function mergeResults(results: EvalResult[]): EvalResult {
     if (r.format !== first.format) {
       throw new Error(`merge: result ${i} has format ${r.format}, not ${first.format}`);
     }
-    if (fingerprint(r) !== key) {
+    const mine = fingerprint(r);
+    const differing = [...new Set([...Object.keys(key), ...Object.keys(mine)])]
+      .filter((k) => key[k] !== mine[k])
+      .map((k) =>
+        k === "settings" ? "settings (attacks, threats or seeds)" : `${k} (${mine[k]} vs ${key[k]})`
+      );
+    if (differing.length) {
       throw new Error(
-        `merge: result ${i} was made with a different configuration (attacks, threats, seeds, batch size, ` +
-          `subset or model) than result 0; only shards of one evaluation can be merged`,
+        `merge: result ${i} was made with a different configuration than result 0: ${
+          differing.join("; ")
+        }; ` +
+          `only shards of one evaluation can be merged`,
       );
     }
   });

@@ -170,6 +170,9 @@ export function parseSeeds(text: string): number[] {
   if (parts.some((s) => !/^\d+$/.test(s)) || seeds.some((s) => !Number.isSafeInteger(s))) {
     throw new UsageError(`--seeds '${text}': expected non-negative integers separated by commas, e.g. 0,1,2`);
   }
+  // A repeated seed repeats a run: its spread would count one result twice.
+  const repeated = seeds.find((s, i) => seeds.indexOf(s) !== i);
+  if (repeated !== undefined) throw new UsageError(`--seeds '${text}': seed ${repeated} is given twice`);
   return seeds;
 }
 

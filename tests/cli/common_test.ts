@@ -5,6 +5,8 @@
 import assert from "node:assert/strict";
 import { checkpointFallback, checkWritableFolder, linfBudgetWarning } from "../../cli/common.ts";
 import { UsageError } from "../../src/train/options.ts";
+import { encodeSafetensors } from "../../src/io/safetensors.ts";
+import { defaultClassifierConfig } from "../../src/train/classifier_options.ts";
 
 Deno.test("checkWritableFolder: creates the folder, leaves no probe; a file in the way is a usage error", async () => {
   const dir = await Deno.makeTempDir();
@@ -56,6 +58,34 @@ Deno.test("attack CLI: --seeds and --eps are checked before the checkpoint and t
   assert.equal(seeds.code, 2, seeds.stderr);
   assert.match(seeds.stderr, /--seeds '0,x': expected non-negative integers/);
   const eps = await attackCli([...common, "--eps", "8"]);
-  assert.equal(eps.code, 1, eps.stderr);
-  assert.match(eps.stderr, /warning: --eps 8 is an l∞ budget of at least 1[^\n]*\n.*model\.safetensors/s);
+  assert.equal(eps.code, 2, eps.stderr);
+  assert.match(
+    eps.stderr,
+    /warning: --eps 8 is an l∞ budget of at least 1[^\n]*\n.*--checkpoint \/nonexistent\/model\.safetensors: no such file/s,
+  );
+  const twice = await attackCli([...common, "--seeds", "1,1"]);
+  assert.match(twice.stderr, /--seeds '1,1': seed 1 is given twice/);
+});
+
+Deno.test("attack CLI: --model/--dataset/--width that contradict our checkpoint's metadata are refused", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const config = defaultClassifierConfig({ model: "small-cnn", dataset: "fashion-mnist" });
+    const path = `${dir}/ours.safetensors`;
+    await Deno.writeFile(
+      path,
+      encodeSafetensors(
+        { "model.fc.bias": { dtype: "F32", shape: [1], data: new Float32Array([0]) } },
+        { config: JSON.stringify(config) },
+      ),
+    );
+    const r = await attackCli(["--checkpoint", path, "--attack", "fgsm", "--dataset", "cifar10"]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(
+      r.stderr,
+      /--dataset cifar10: .*ours\.safetensors holds a dataset fashion-mnist \(from its metadata\)/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -96,7 +96,23 @@ gpuTest("a sharded evaluation merged equals the unsharded run", async () => {
       assert.throws(() => mergeResults([shards[0], shards[0]]), /appears in two shards/);
       const other = JSON.parse(JSON.stringify(shards[1]));
       other.config.batchSize = 4;
-      assert.throws(() => mergeResults([shards[0], other]), /different configuration/);
+      assert.throws(
+        () => mergeResults([shards[0], other]),
+        /result 1 was made with a different configuration than result 0: batchSize \(4 vs \d+\)/,
+      );
+      // With a model key (the weights' hash), a copy of the checkpoint elsewhere is the same
+      // model, and other weights at the same path are not.
+      const keyed = (r: typeof shards[0], model: string, modelKey: string) => {
+        const copy = JSON.parse(JSON.stringify(r));
+        copy.config = { ...copy.config, model, modelKey };
+        return copy;
+      };
+      mergeResults([keyed(shards[0], "a.safetensors", "k1"), keyed(shards[1], "b.safetensors", "k1")]);
+      assert.throws(
+        () =>
+          mergeResults([keyed(shards[0], "a.safetensors", "k1"), keyed(shards[1], "a.safetensors", "k2")]),
+        /different configuration than result 0: model \("k2" vs "k1"\)/,
+      );
     }
   }
 });
