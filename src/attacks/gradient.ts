@@ -138,27 +138,33 @@ export function lossGradient(
         logitsSeen.push(keep(z));
       };
       let g: Tensor;
-      if (options.averageLogits) {
-        // One loss of the mean logits; its gradient runs back through all E calls.
-        g = grad((xi) => {
-          const z = meanOfCalls(through, xi, draws);
-          const l = lossFn(z, y);
-          capture(l, z);
-          return sum(l);
-        }, [x]).grads[0];
-      } else {
-        const perDraw: Tensor[] = [];
-        for (let k = 0; k < draws; k++) {
-          perDraw.push(
-            grad((xi) => {
-              const z = through(xi);
-              const l = lossFn(z, y);
-              capture(l, z);
-              return sum(l);
-            }, [x]).grads[0],
-          );
+      try {
+        if (options.averageLogits) {
+          // One loss of the mean logits; its gradient runs back through all E calls.
+          g = grad((xi) => {
+            const z = meanOfCalls(through, xi, draws);
+            const l = lossFn(z, y);
+            capture(l, z);
+            return sum(l);
+          }, [x]).grads[0];
+        } else {
+          const perDraw: Tensor[] = [];
+          for (let k = 0; k < draws; k++) {
+            perDraw.push(
+              grad((xi) => {
+                const z = through(xi);
+                const l = lossFn(z, y);
+                capture(l, z);
+                return sum(l);
+              }, [x]).grads[0],
+            );
+          }
+          g = meanOf(perDraw);
         }
-        g = meanOf(perDraw);
+      } catch (e) {
+        // The kept losses and logits are out of every scope: a failed draw must not leak them.
+        for (const t of [...losses, ...logitsSeen]) t.dispose();
+        throw e;
       }
       if (options.surrogate) return { grad: g, ...lossValue(model, x, y, lossFn, options) };
       return { grad: g, loss: meanOf(losses), logits: meanOf(logitsSeen) };

@@ -122,12 +122,22 @@ export function gradScope<T>(fn: () => T): T {
 /**
  * Functional gradient: d fn(inputs) / d inputs, without touching any parameter's `.grad`
  * (parameters act as constants). `fn` must return a scalar. Intermediates are freed.
+ *
+ * `fn` runs on a tape of its own: the returned gradients are constants (PyTorch's default,
+ * create_graph=False), and an enclosing gradScope or grad() does not see the ops inside `fn`,
+ * so `value` carries no gradient to them either.
  */
 export function grad(
   fn: (...inputs: Tensor[]) => Tensor,
   inputs: Tensor[],
   seed?: Tensor,
 ): { value: Tensor; grads: Tensor[] } {
+  inputs.forEach((x, i) => {
+    if (x.isDisposed) throw new DisposedTensorError(`grad: input ${i} (${x.describe()}) was disposed`);
+    if (x.dtype !== "f32") {
+      throw new TypeError(`grad: input ${i} is ${x.describe()}; gradients exist for f32 tensors only`);
+    }
+  });
   return tidy(() => {
     const tape = new Tape("inputs", inputs);
     const value = withTape(tape, () => fn(...inputs));

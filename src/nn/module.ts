@@ -51,10 +51,20 @@ export abstract class Module {
   }
 
   /** Parameters with their dotted names, depth first in registration order. */
+  /**
+   * Parameters by dotted name, each tensor once (as PyTorch's named_parameters): a parameter
+   * shared by two layers (tied weights) keeps its first name, so an optimizer updates it once.
+   */
   namedParameters(prefix = ""): [string, Tensor][] {
+    const seen = new Set<Tensor>();
+    return this.#allNamedParameters(prefix).filter(([, t]) => !seen.has(t) && seen.add(t));
+  }
+
+  /** Every (name, parameter) pair, a shared parameter under each of its names (state dicts). */
+  #allNamedParameters(prefix: string): [string, Tensor][] {
     const out: [string, Tensor][] = [];
     for (const [n, t] of this.#params) out.push([prefix + n, t]);
-    for (const [n, c] of this.#children) out.push(...c.namedParameters(`${prefix}${n}.`));
+    for (const [n, c] of this.#children) out.push(...c.#allNamedParameters(`${prefix}${n}.`));
     return out;
   }
 
@@ -71,7 +81,7 @@ export abstract class Module {
 
   /** Parameters and buffers by dotted name: what a checkpoint holds. */
   stateDict(): Record<string, Tensor> {
-    return Object.fromEntries([...this.namedParameters(), ...this.namedBuffers()]);
+    return Object.fromEntries([...this.#allNamedParameters(""), ...this.namedBuffers()]);
   }
 
   /** Number of trainable scalars. */

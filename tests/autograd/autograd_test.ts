@@ -158,3 +158,15 @@ gpuTest("Tensor.view is differentiable (PyTorch's view); alias and detach are no
   assert.throws(() => x.view([3]), /view: cannot reshape \[4\] \(4 elements\) into \[3\]/);
   for (const t of [x, dx, dAlias, dDetach]) t.dispose();
 });
+
+gpuTest("grad: an int or disposed input is an error, not a zero gradient", () => {
+  const labels = fromArray(Int32Array.from([1, 2]));
+  assert.throws(
+    () => grad((a) => sum(a), [labels]),
+    /grad: input 0 is i32\[2\]; gradients exist for f32 tensors only/,
+  );
+  const gone = fromArray([1, 2], [2]);
+  gone.dispose();
+  assert.throws(() => grad((a) => sum(a), [gone]), (e: Error) => e instanceof DisposedTensorError);
+  labels.dispose();
+});
