@@ -131,6 +131,11 @@ fn do_unit(u: u32) {
 }`;
 }
 
+/**
+ * The fused ReLU's mask is y > 0, so a NaN y gets no gradient, where PyTorch's relu passes it
+ * (RELU_GRAD in ops/unary.ts does): deliberate, as in training a NaN makes the whole channel's
+ * statistics, hence every dx of it, NaN anyway, and the NaN test would cost this hot loop.
+ */
 function backwardDataUnit(training: boolean, relu: boolean): string {
   const needsX = training || relu;
   return wgsl`
