@@ -239,7 +239,7 @@ const RT2_SMALL: RtConfig = { kind: "rt2", grid: 4, missing: 0.25, sigma: 0.25 }
 export const PROFILES: Record<string, Profile> = {
   default: {
     describe: "Fashion-MNIST, ResNet-8, one-stage generator (width 8), RT2 σ 0.25 on a 4×4 grid with 25 % " +
-      "missing; sized for a 2-core CPU adapter (measured: 29 minutes on lavapipe)",
+      "missing; sized for a 2-core CPU adapter (measured: 22 to 29 minutes on lavapipe)",
     build: (seed) =>
       study("default", {
         seed,

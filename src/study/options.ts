@@ -14,7 +14,7 @@ export const STUDY_OPTIONS = {
     type: "string",
     default: "default",
     choices: profileNames(),
-    help: "settings of the whole study: default (CPU, ~30 min), tiny, full (GPU), cifar10-paper",
+    help: "settings of the whole study: default (CPU, ~20-30 min), tiny, full (GPU), cifar10-paper",
   },
   stages: {
     type: "string",
