@@ -74,7 +74,8 @@ const OPTIONS = {
     type: "integer",
     default: null,
     min: 1,
-    help: "EOT draws per gradient of the gradient attacks (default: 20 on a random model, else 1)",
+    help:
+      "EOT draws per gradient of the gradient attacks (default: 20 on a random model in protocol S, else 1)",
   },
   seed: { type: "integer", default: 0, min: 0, help: "attack seed" },
   seeds: { type: "string", default: null, help: "several attack seeds, e.g. 0,1,2 (random models: >= 3)" },

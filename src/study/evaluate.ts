@@ -27,7 +27,7 @@ import { loadClassifier } from "../train/classifier.ts";
 import type { RunFolder } from "../train/run_folder.ts";
 import { Progress } from "../train/progress.ts";
 import type { StudyConfig } from "./config.ts";
-import { studyClassifier, studyPurifier } from "./run.ts";
+import { classifierPath, studyClassifier, studyPurifier } from "./run.ts";
 
 export type Group = "B" | "S" | "unseen";
 
@@ -249,7 +249,8 @@ export async function evaluateStudy(
   for (const spec of comparisonRows(config)) {
     // A row finished before a kill is read back, not attacked again: rows are independent (every
     // batch of the protocol reseeds itself), so the table is the one an uninterrupted run makes.
-    const saved = await readSavedRow(run, spec.key);
+    const fingerprint = await rowFingerprint(config, run, spec);
+    const saved = await readSavedRow(run, spec.key, fingerprint);
     if (saved) {
       log(`evaluate: ${spec.label}: done earlier (${rowFile(spec.key)})`);
       rows.push(saved.row);
@@ -342,7 +343,7 @@ export async function evaluateStudy(
         sanity,
         seconds,
       };
-      await run.writeJson(rowFile(spec.key), { row, examples: s.examples } satisfies SavedRow);
+      await run.writeJson(rowFile(spec.key), { fingerprint, row, examples: s.examples } satisfies SavedRow);
       rows.push(row);
       const pct = (c: Cell) => (100 * c.singleDraw.mean).toFixed(1);
       log(
@@ -370,18 +371,47 @@ export async function evaluateStudy(
 
 /** A finished row as the evaluate stage saves it: its result and its examples (Figure 3). */
 interface SavedRow {
+  /** What the row was computed from (rowFingerprint): a row made from anything else is redone. */
+  fingerprint: string;
   row: RowResult;
   examples: ExampleSet[];
+}
+
+/**
+ * Bumped when the protocol changes what a row measures (e.g. 2: the worst case's tie rule), so
+ * rows saved by older code are evaluated again.
+ */
+const ROW_FORMAT = 2;
+
+/**
+ * What a row depends on: the code's row format, the whole study config (an edited config.json
+ * changes it) and the checkpoints it loads, by size and modification time (a stage trained again
+ * in the same folder, or another file at --classifier-checkpoint's path, changes it).
+ */
+async function rowFingerprint(config: StudyConfig, run: RunFolder, spec: RowSpec): Promise<string> {
+  const paths = [
+    spec.key === "at" ? run.checkpointPath("at") : classifierPath(config, run),
+    ...(spec.purifier ? [run.checkpointPath(spec.purifier)] : []),
+  ];
+  const files = await Promise.all(paths.map(async (path) => {
+    const info = await Deno.stat(path).catch(() => null);
+    return [path, info?.size ?? null, info?.mtime?.getTime() ?? null];
+  }));
+  return JSON.stringify({ format: ROW_FORMAT, config, spec, files });
 }
 
 function rowFile(key: string): string {
   return `evaluate/${key}.json`;
 }
 
-/** A row saved by an earlier process of this run, its images back in Float32Arrays; else null. */
-async function readSavedRow(run: RunFolder, key: string): Promise<SavedRow | null> {
+/**
+ * A row saved by an earlier process of this run from the same inputs (`fingerprint`), its images
+ * back in Float32Arrays; else null.
+ */
+async function readSavedRow(run: RunFolder, key: string, fingerprint: string): Promise<SavedRow | null> {
   if (!(await run.exists(rowFile(key)))) return null;
   const saved = await run.readJson<SavedRow>(rowFile(key));
+  if (saved.fingerprint !== fingerprint) return null;
   for (const set of saved.examples) {
     set.clean = Float32Array.from(set.clean);
     for (const label of Object.keys(set.adversarial)) {

@@ -120,7 +120,10 @@ export async function readClassifierCheckpoint(
           `e.g. <run>/checkpoints/classifier.safetensors or at.safetensors`,
       );
     }
-    if (fallback.normalize) {
+    // A normalisation that restates the one it was trained with is fine (a study trained with
+    // --classifier-normalize reads its own classifier back with it); another contradicts it.
+    const trained = (ckpt.metadata.config as ClassifierConfig).normalize ?? null;
+    if (fallback.normalize && JSON.stringify(fallback.normalize) !== JSON.stringify(trained)) {
       throw new UsageError(
         `${path} carries its training config (and normalisation): an input normalisation ` +
           `(--normalize, --classifier-normalize) is for weights without it`,

@@ -103,6 +103,18 @@ Deno.test({
       JSON.stringify(r.comparison.rows.map((row) => [row.key, row.cells]), (k, v) => k === "seconds" ? 0 : v);
     assert.equal(cells(again), cells(report));
     assert.deepEqual(again.figureRows, report.figureRows);
+
+    // A row whose checkpoint changed since (trained again: another modification time) is not
+    // read back: it is evaluated again.
+    const later = new Date(Date.now() + 60_000);
+    await Deno.utime(`${dir}/checkpoints/atop-adaptive.safetensors`, later, later);
+    await Deno.remove(`${dir}/comparison.json`);
+    const fifth = await train(["--out", dir, "--resume"]);
+    assert.equal(fifth.code, 0, fifth.stderr);
+    const reread = [...fifth.stderr.matchAll(/: done earlier \(evaluate\/([a-z-]+)\.json\)/g)].map((m) =>
+      m[1]
+    );
+    assert.deepEqual(reread, ["classifier", "at", "ap", "atop-fgsm-transfer", "atop-clean"]);
   },
 });
 

@@ -117,6 +117,16 @@ gpuTest("readClassifierCheckpoint: --normalize applies to imported weights only"
       tensors: { "model.linear.bias": w },
       metadata: { config },
     });
+    // Restating the normalisation a checkpoint was trained with is fine (a study trained with
+    // --classifier-normalize reads its classifier back with it).
+    await saveCheckpoint(`${dir}/raw.safetensors`, {
+      tensors: { "model.linear.bias": w },
+      metadata: { config: { ...config, normalize: none } },
+    });
+    assert.deepEqual(
+      (await readClassifierCheckpoint(`${dir}/raw.safetensors`, { normalize: none })).config.normalize,
+      none,
+    );
     const ours = await readClassifierCheckpoint(`${dir}/ours.safetensors`, {});
     assert.equal(ours.imported, false);
     // A purifier's stage checkpoint is not a classifier's (it read as "unknown model 'undefined'").
