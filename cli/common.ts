@@ -3,6 +3,7 @@ import { DATASETS } from "../src/data/by_name.ts";
 import { MODELS, type Normalization, parseNormalization } from "../src/models/zoo.ts";
 import type { ClassifierConfig } from "../src/train/classifier_options.ts";
 import { readClassifierCheckpoint } from "../src/train/classifier.ts";
+import { isFile } from "../src/io/paths.ts";
 import { type OptionTable, UsageError } from "../src/train/options.ts";
 import { NoAdapterError } from "../src/device/errors.ts";
 
@@ -85,9 +86,7 @@ export async function readCheckpointArgument(
   explicit: ReadonlySet<string>,
 ): Promise<Awaited<ReturnType<typeof readClassifierCheckpoint>>> {
   const path = values.checkpoint as string;
-  try {
-    if (!(await Deno.stat(path)).isFile) throw new Error("not a file");
-  } catch {
+  if (!(await isFile(path))) {
     throw new UsageError(`--checkpoint ${path}: no such file (give a .safetensors checkpoint)`);
   }
   const read = await readClassifierCheckpoint(path, checkpointFallback(values));

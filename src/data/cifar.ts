@@ -16,6 +16,7 @@
  * `expectedRecords`, an override for tests that generate small files), and every label must be in
  * range. Errors name the file and the fix.
  */
+import { isDirectory, isFile } from "../io/paths.ts";
 import { type Dataset, DatasetError, type Split } from "./dataset.ts";
 
 export type CifarName = "cifar10" | "cifar100";
@@ -112,22 +113,6 @@ export function cifarDownloadHint(which: CifarName, dir: string): string {
   const f = CIFAR_FORMATS[which];
   return `download it with \`deno task data ${which} --dir ${dir}\`, or fetch ${f.url} ` +
     `(md5 ${f.md5}) and extract it into ${dir} (it unpacks to ${dir}/${f.folder})`;
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch {
-    return false;
-  }
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isDirectory;
-  } catch {
-    return false;
-  }
 }
 
 /**
