@@ -6,7 +6,27 @@ import { onesLike, zerosLike } from "../ops/creation.ts";
 import { keep, tidy } from "../tensor/scope.ts";
 import { fmt, sameShape, ShapeError } from "../tensor/shape.ts";
 import { autogradHooks, DisposedTensorError, type Tensor } from "../tensor/tensor.ts";
-import { activeTape, Tape, withTape } from "./tape.ts";
+import { activeTape, Tape, type TapeNode, withTape } from "./tape.ts";
+
+/**
+ * A rule computes its gradient from the tensors its op read and wrote, as they are when the
+ * backward runs: if one of them was written in place after the op was recorded (an optimizer
+ * step, a kernel writing into it), the gradient would silently come from the new values.
+ * PyTorch refuses that with its version counters; so does this, with the buffers' write counts.
+ * A freed tensor is left to the rule, whose DisposedTensorError says more.
+ */
+function checkUnchanged(node: TapeNode): void {
+  [...node.inputs, node.output].forEach((t, i) => {
+    if (t.isDisposed || t.version === node.versions[i]) return;
+    const which = i < node.inputs.length ? `input ${i}` : "output";
+    throw new Error(
+      `${node.op}.backward: its ${which} ${t.describe()} was modified in place after the forward pass ` +
+        `recorded the op (version ${node.versions[i]}, now ${t.version}), so its gradient would come from ` +
+        `the new values. Run backward() before changing it (e.g. before optimizer.step()), or give ` +
+        `the op a copy of the tensor.`,
+    );
+  });
+}
 
 /**
  * Walks `tape` backwards from `loss`; returns the gradient of every tracked tensor that
@@ -48,6 +68,7 @@ function propagate(
     const dy = grads.get(node.output.id)?.grad;
     if (!dy) continue;
     grads.delete(node.output.id);
+    checkUnchanged(node);
     const takeGradient = (i: number) => {
       const pending = grads.get(node.inputs[i].id)?.grad;
       // Only a buffer no other tensor views may be written in place.

@@ -29,6 +29,8 @@ export interface TapeNode {
   inputs: Tensor[];
   output: Tensor;
   backward: GradientRule;
+  /** `version` of each input, then of the output, when the op was recorded. */
+  versions: number[];
 }
 
 /**
@@ -86,7 +88,8 @@ export function record(
 ): Tensor {
   const tape = activeTape();
   if (tape && inputs.some((t) => tape.isTracked(t))) {
-    tape.nodes.push({ op, inputs, output, backward });
+    const versions = [...inputs, output].map((t) => t.version);
+    tape.nodes.push({ op, inputs, output, backward, versions });
     tape.tracked.add(output.id);
   }
   return output;

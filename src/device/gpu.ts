@@ -75,6 +75,8 @@ export class Gpu {
   #pendingError: Error | null = null;
   #lost: Error | null = null;
   #staging: GPUBuffer[] = [];
+  /** Writes recorded into each buffer so far (see `bufferVersion`). */
+  #versions = new WeakMap<GPUBuffer, number>();
 
   constructor(
     readonly device: GPUDevice,
@@ -176,7 +178,12 @@ export class Gpu {
     workgroups: readonly number[],
     entryPoint: string,
   ): void {
-    const { pipeline, layout } = this.pipelines.get(op, source, entryPoint);
+    const { pipeline, layout, writes } = this.pipelines.get(op, source, entryPoint);
+    for (const binding of writes) {
+      const b = bindings[binding];
+      if (b instanceof GPUBuffer) this.#wrote(b);
+      else if (b && "buffer" in b) this.#wrote(b.buffer);
+    }
     const entries: GPUBindGroupEntry[] = bindings.map((b, binding) => {
       // A storage buffer the dispatch may write: copies of its old data are no longer valid.
       if (b instanceof GPUBuffer) {
@@ -249,7 +256,21 @@ export class Gpu {
     // used this (pooled, reused) buffer see its old contents.
     this.encoder.flush();
     this.operandCopies.invalidate(buffer);
+    this.#wrote(buffer);
     this.device.queue.writeBuffer(buffer, offset, data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  /**
+   * How many writes to `buffer` have been recorded: dispatches that bind it to a `read_write`
+   * storage binding, and host writes. Autograd compares it with the count when an op was
+   * recorded, to refuse a backward pass through a tensor changed in place since (tape.ts).
+   */
+  bufferVersion(buffer: GPUBuffer): number {
+    return this.#versions.get(buffer) ?? 0;
+  }
+
+  #wrote(buffer: GPUBuffer): void {
+    this.#versions.set(buffer, this.bufferVersion(buffer) + 1);
   }
 
   /** Copies `bytes` of a buffer back to the host. The only path from GPU to host. */

@@ -8,6 +8,17 @@
 export interface CachedPipeline {
   pipeline: GPUComputePipeline;
   layout: GPUBindGroupLayout;
+  /** Bindings the shader declares `var<storage, read_write>`: the buffers a dispatch may write. */
+  writes: ReadonlySet<number>;
+}
+
+/** The binding numbers of a WGSL source's `var<storage, read_write>` declarations. */
+export function writableBindings(source: string): Set<number> {
+  const writes = new Set<number>();
+  for (const m of source.matchAll(/@binding\((\d+)\)\s*var\s*<\s*storage\s*,\s*read_write\s*>/g)) {
+    writes.add(Number(m[1]));
+  }
+  return writes;
 }
 
 export class PipelineCache {
@@ -31,7 +42,7 @@ export class PipelineCache {
         layout: "auto",
         compute: { module, entryPoint },
       });
-      cached = { pipeline, layout: pipeline.getBindGroupLayout(0) };
+      cached = { pipeline, layout: pipeline.getBindGroupLayout(0), writes: writableBindings(source) };
       bySource.set(source, cached);
       this.compiled++;
     }

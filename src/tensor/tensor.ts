@@ -93,6 +93,15 @@ export class Tensor {
   }
 
   /**
+   * Writes recorded into this tensor's buffer so far (shared by every tensor that views it, as
+   * PyTorch's version counter): autograd refuses a backward pass through an op whose saved
+   * tensors changed in place after the op was recorded.
+   */
+  get version(): number {
+    return this.gpu.bufferVersion(this.buffer);
+  }
+
+  /**
    * A new tensor sharing this one's buffer, with another shape of the same size. Not recorded
    * for autograd (ops use it for their outputs and inside gradient rules): no gradient flows
    * through an alias; `view` (or `reshape`) is the differentiable one.

@@ -7,6 +7,9 @@ import { sum } from "../../src/ops/reduce.ts";
 import { tidy } from "../../src/tensor/scope.ts";
 import { DisposedTensorError } from "../../src/tensor/tensor.ts";
 import { conv2d } from "../../src/ops/conv2d.ts";
+import { exp } from "../../src/ops/unary.ts";
+import { fillBits } from "../../src/ops/kernel.ts";
+import { SGD } from "../../src/optim/sgd.ts";
 import { crossEntropy } from "../../src/ops/loss.ts";
 import { assertClose } from "../helpers/reference.ts";
 import { gpuTest } from "../helpers/setup.ts";
@@ -170,3 +173,40 @@ gpuTest("grad: an int or disposed input is an error, not a zero gradient", () =>
   assert.throws(() => grad((a) => sum(a), [gone]), (e: Error) => e instanceof DisposedTensorError);
   labels.dispose();
 });
+
+gpuTest(
+  "backward: refuses tensors changed in place since the forward pass (PyTorch's version check)",
+  async () => {
+    const w = param([1, 2, 3]);
+    const x = fromArray([4, 5, 6]);
+    const sgd = new SGD({ params: [["w", w]], lr: 0.5 });
+    // The usual order (forward, backward, step) is fine, and gives w.grad = x for the step.
+    gradScope(() => sum(mul(w, x)).backward());
+    // A step between the forward and the backward would make mul's rule read the new w.
+    assert.throws(
+      () =>
+        gradScope(() => {
+          const loss = sum(mul(x, w));
+          sgd.step();
+          loss.backward();
+        }),
+      /^Error: mul\.backward: its input 1 (w )?f32\[3\] was modified in place after the forward pass recorded the op \(version \d+, now \d+\).*before optimizer\.step\(\)/,
+    );
+    // A kernel writing into an op's output, which its rule reads (exp's gradient is dy·y), is
+    // caught too, through an alias as well (the version belongs to the buffer, as PyTorch's to
+    // the storage). Stricter than PyTorch, every input of a recorded op counts as saved: had
+    // sum been recorded before the write, its rule would refuse first.
+    assert.throws(
+      () =>
+        gradScope(() => {
+          const y = exp(w);
+          fillBits(y.alias(), 0);
+          sum(y).backward();
+        }),
+      /exp\.backward: its output f32\[3\] was modified in place/,
+    );
+    assert.deepEqual([...await w.toArray()], [-1, -0.5, 0], "the step ran: w - 0.5 * x");
+    sgd.disposeState();
+    for (const t of [w, w.grad!, x]) t.dispose();
+  },
+);
