@@ -16,14 +16,15 @@ import { activeTape, Tape, type TapeNode, withTape } from "./tape.ts";
  * A freed tensor is left to the rule, whose DisposedTensorError says more.
  */
 function checkUnchanged(node: TapeNode): void {
-  [...node.inputs, node.output].forEach((t, i) => {
+  node.saved.forEach((t, i) => {
     if (t.isDisposed || t.version === node.versions[i]) return;
-    const which = i < node.inputs.length ? `input ${i}` : "output";
+    const input = node.inputs.indexOf(t);
+    const which = input >= 0 ? `input ${input}` : t === node.output ? "output" : "saved tensor";
     throw new Error(
       `${node.op}.backward: its ${which} ${t.describe()} was modified in place after the forward pass ` +
         `recorded the op (version ${node.versions[i]}, now ${t.version}), so its gradient would come from ` +
         `the new values. Run backward() before changing it (e.g. before optimizer.step()), or give ` +
-        `the op a copy of the tensor.`,
+        `the op a copy of the tensor (clone()).`,
     );
   });
 }

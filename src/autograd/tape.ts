@@ -29,7 +29,8 @@ export interface TapeNode {
   inputs: Tensor[];
   output: Tensor;
   backward: GradientRule;
-  /** `version` of each input, then of the output, when the op was recorded. */
+  /** The tensors whose values the rule reads (see `record`), and their `version` then. */
+  saved: Tensor[];
   versions: number[];
 }
 
@@ -79,17 +80,23 @@ export function needsGrad(...inputs: Tensor[]): boolean {
 /**
  * Records an op's output with its gradient rule, when a tape is active and an input needs a
  * gradient. Returns `output` so ops can `return record(...)`.
+ *
+ * `saved`: the tensors whose values the rule reads, by default every input and the output. The
+ * backward pass refuses to run the rule if one of them was written since (backward.ts). An op
+ * whose rule needs only shapes (add, sum, a copy, a view) passes `[]`, as PyTorch saves nothing
+ * for it: writing into its input afterwards is then fine.
  */
 export function record(
   op: string,
   inputs: Tensor[],
   output: Tensor,
   backward: GradientRule,
+  saved: readonly Tensor[] = [...inputs, output],
 ): Tensor {
   const tape = activeTape();
   if (tape && inputs.some((t) => tape.isTracked(t))) {
-    const versions = [...inputs, output].map((t) => t.version);
-    tape.nodes.push({ op, inputs, output, backward, versions });
+    const versions = saved.map((t) => t.version);
+    tape.nodes.push({ op, inputs, output, backward, saved: [...saved], versions });
     tape.tracked.add(output.id);
   }
   return output;

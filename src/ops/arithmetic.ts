@@ -27,7 +27,7 @@ function gradTo(
 
 export function add(a: Tensor, b: Tensor): Tensor {
   const out = mapElements("add", "a + b", [a, b]);
-  return record("add", [a, b], out, (dy) => [sumToShape(dy, a.shape), sumToShape(dy, b.shape)]);
+  return record("add", [a, b], out, (dy) => [sumToShape(dy, a.shape), sumToShape(dy, b.shape)], []);
 }
 
 /**
@@ -47,7 +47,13 @@ export function addRelu(a: Tensor, b: Tensor): Tensor {
 
 export function sub(a: Tensor, b: Tensor): Tensor {
   const out = mapElements("sub", "a - b", [a, b]);
-  return record("sub", [a, b], out, (dy) => [sumToShape(dy, a.shape), gradTo("sub.backward", "-a", [dy], b)]);
+  return record(
+    "sub",
+    [a, b],
+    out,
+    (dy) => [sumToShape(dy, a.shape), gradTo("sub.backward", "-a", [dy], b)],
+    [],
+  );
 }
 
 /**
@@ -86,13 +92,13 @@ export function div(a: Tensor, b: Tensor): Tensor {
 
 export function neg(a: Tensor): Tensor {
   const out = mapElements("neg", "-a", [a]);
-  return record("neg", [a], out, (dy) => [mapElements("neg.backward", "-a", [dy])]);
+  return record("neg", [a], out, (dy) => [mapElements("neg.backward", "-a", [dy])], []);
 }
 
 /** a + s */
 export function addScalar(a: Tensor, s: number): Tensor {
   const out = mapElements("addScalar", "a + s0", [a], { scalars: [s] });
-  return record("addScalar", [a], out, (dy) => [dy.alias()]);
+  return record("addScalar", [a], out, (dy) => [dy.alias()], []);
 }
 
 /** a * s */
@@ -103,6 +109,7 @@ export function mulScalar(a: Tensor, s: number): Tensor {
     [a],
     out,
     (dy) => [mapElements("mulScalar.backward", "a * s0", [dy], { scalars: [s] })],
+    [],
   );
 }
 
@@ -131,7 +138,7 @@ export function divScalar(a: Tensor, s: number): Tensor {
 /** s - a */
 export function rsubScalar(a: Tensor, s: number): Tensor {
   const out = mapElements("rsubScalar", "s0 - a", [a], { scalars: [s] });
-  return record("rsubScalar", [a], out, (dy) => [mapElements("rsubScalar.backward", "-a", [dy])]);
+  return record("rsubScalar", [a], out, (dy) => [mapElements("rsubScalar.backward", "-a", [dy])], []);
 }
 
 /** s / a */

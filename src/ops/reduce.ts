@@ -40,14 +40,14 @@ function expandGrad(op: string, g: Tensor, x: Tensor, axes: number[], scale: num
 export function sum(x: Tensor, options: ReduceOptions = {}): Tensor {
   const axes = resolveAxes("sum", x, options.axes);
   const out = reduceAxes("sum", "sum", x, axes, options.keepDims ?? false);
-  return record("sum", [x], out, (dy) => [expandGrad("sum.backward", dy, x, axes, 1)]);
+  return record("sum", [x], out, (dy) => [expandGrad("sum.backward", dy, x, axes, 1)], []);
 }
 
 export function mean(x: Tensor, options: ReduceOptions = {}): Tensor {
   const axes = resolveAxes("mean", x, options.axes);
   const n = axes.reduce((k, d) => k * x.shape[d], 1);
   const out = reduceAxes("mean", "sum", x, axes, options.keepDims ?? false, 1 / n);
-  return record("mean", [x], out, (dy) => [expandGrad("mean.backward", dy, x, axes, 1 / n)]);
+  return record("mean", [x], out, (dy) => [expandGrad("mean.backward", dy, x, axes, 1 / n)], []);
 }
 
 function extremum(kind: "max" | "min", x: Tensor, options: ReduceOptions): Tensor {

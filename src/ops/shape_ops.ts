@@ -3,7 +3,7 @@
  * slice, concat and permute move data with one strided-copy kernel (shaders/shape_ops.ts).
  * They work for every dtype (the kernel copies 32-bit words); gradients flow through f32.
  *
- * Gradients: reshape reshapes back; slice puts dy into a zero tensor of the input's shape;
+ * Gradients: reshape reshapes back; clone passes dy through; slice puts dy into a zero tensor of the input's shape;
  * concat slices dy back into its inputs' pieces; permute applies the inverse permutation.
  */
 import { COPY_MAX_RANK, stridedCopyShader } from "../../shaders/shape_ops.ts";
@@ -142,6 +142,19 @@ export function squeeze(x: Tensor, axis?: number): Tensor {
 // ---- data-moving ops ----
 
 /**
+ * A copy of `x` in a buffer of its own (PyTorch's `clone`), any dtype; the gradient passes
+ * through unchanged. Unlike a view, writing into one later leaves the other as it was: the way
+ * to keep a value a recorded op saved while the original is updated in place.
+ */
+export function clone(x: Tensor): Tensor {
+  const op = "clone";
+  const out = output(op, x.shape, x.dtype);
+  // Both are contiguous: one run over every element.
+  stridedCopy(op, x, out, [x.size], 0, [1], 0, [1]);
+  return record(op, [x], out, (dy) => [dy.alias()], []);
+}
+
+/**
  * The block of `x` starting at `begin` with extent `size` (-1: to the end of that dimension),
  * as a new contiguous tensor. Gradient: dy placed at `begin` in zeros of x's shape.
  */
@@ -165,7 +178,7 @@ export function slice(x: Tensor, begin: number[], size: number[]): Tensor {
     }
   });
   const out = sliceCopy(op, x, begin, extent);
-  return record(op, [x], out, (dy) => [padCopy(`${op}.backward`, dy, x.shape, begin)]);
+  return record(op, [x], out, (dy) => [padCopy(`${op}.backward`, dy, x.shape, begin)], []);
 }
 
 /**
@@ -231,6 +244,7 @@ export function concat(tensors: Tensor[], axis: number): Tensor {
       tensors.map((t, i) =>
         sliceCopy(`${op}.backward`, dy, shape.map((_, d) => (d === a ? starts[i] : 0)), [...t.shape])
       ),
+    [],
   );
 }
 
@@ -253,7 +267,7 @@ export function permute(x: Tensor, dims: number[]): Tensor {
   stridedCopy(op, x, out, shape, 0, normal.map((d) => strides[d]), 0, stridesOf(shape));
   const inverse = new Array<number>(x.rank);
   normal.forEach((d, k) => (inverse[d] = k));
-  return record(op, [x], out, (dy) => [permute(dy, inverse)]);
+  return record(op, [x], out, (dy) => [permute(dy, inverse)], []);
 }
 
 /** The transpose of a matrix [M, N] -> [N, M]. */

@@ -119,7 +119,7 @@ export class Tensor {
    */
   view(shape: Shape, op = "view"): Tensor {
     const resolved = resolveShape(op, this.shape, shape);
-    return record(op, [this], this.alias(resolved), (dy) => [dy.alias(this.shape)]);
+    return record(op, [this], this.alias(resolved), (dy) => [dy.alias(this.shape)], []);
   }
 
   /** Reads the data back to the host (the only GPU-to-host path). */

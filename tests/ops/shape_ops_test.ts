@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { fromArray } from "../../src/ops/creation.ts";
 import {
+  clone,
   concat,
   copyTuning,
   flatten,
@@ -13,6 +14,7 @@ import {
   unsqueeze,
 } from "../../src/ops/shape_ops.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
+import { fillBits } from "../../src/ops/kernel.ts";
 import { checkOp } from "../helpers/check_op.ts";
 import { type Nd, nd, Rng } from "../helpers/reference.ts";
 import { gpuTest } from "../helpers/setup.ts";
@@ -108,6 +110,28 @@ gpuTest("reshape, flatten, squeeze, unsqueeze: shapes, shared buffers and gradie
 });
 
 // ---- slice and split ----
+
+gpuTest("clone: a copy in its own buffer, any dtype; the gradient passes through", async () => {
+  const rng = new Rng(8);
+  for (const shape of [[1], [7], [3, 5], [2, 3, 4, 5], [1, 2, 1, 3, 1, 2]]) {
+    await checkOp({
+      name: `clone ${JSON.stringify(shape)}`,
+      inputs: [rng.array(shape)],
+      gpu: (x) => clone(x),
+      ref: (x) => x,
+      refGrad: (dy) => [dy],
+    });
+  }
+  // Integer tensors copy bit for bit, and the copy does not follow later writes to the original.
+  const labels = fromArray(Int32Array.from([3, -1, 2147483647]));
+  const copy = clone(labels);
+  fillBits(labels, 0);
+  assert.equal(copy.dtype, "i32");
+  assert.deepEqual([...await copy.toArray()], [3, -1, 2147483647]);
+  assert.deepEqual([...await labels.toArray()], [0, 0, 0]);
+  labels.dispose();
+  copy.dispose();
+});
 
 gpuTest("slice: random blocks of rank 1..4, forward and gradient", async () => {
   const rng = new Rng(2);
