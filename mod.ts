@@ -7,7 +7,7 @@ export { DisposedTensorError, Tensor } from "./src/tensor/tensor.ts";
 export type { DType } from "./src/tensor/dtype.ts";
 export { type Shape, ShapeError } from "./src/tensor/shape.ts";
 export { keep, tidy } from "./src/tensor/scope.ts";
-export { backward, detach, grad, gradScope } from "./src/autograd/backward.ts";
+export { backward, detach, grad, gradScope, InPlaceModificationError } from "./src/autograd/backward.ts";
 export { isRecording, noGrad } from "./src/autograd/tape.ts";
 export * from "./src/ops/mod.ts";
 export * from "./src/optim/mod.ts";

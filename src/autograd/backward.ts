@@ -8,6 +8,11 @@ import { fmt, sameShape, ShapeError } from "../tensor/shape.ts";
 import { autogradHooks, DisposedTensorError, type Tensor } from "../tensor/tensor.ts";
 import { activeTape, Tape, type TapeNode, withTape } from "./tape.ts";
 
+/** A backward pass met a tensor written in place after an op that reads it was recorded. */
+export class InPlaceModificationError extends Error {
+  override name = "InPlaceModificationError";
+}
+
 /**
  * A rule computes its gradient from the tensors its op read and wrote, as they are when the
  * backward runs: if one of them was written in place after the op was recorded (an optimizer
@@ -19,12 +24,16 @@ function checkUnchanged(node: TapeNode): void {
   node.saved.forEach((t, i) => {
     if (t.isDisposed || t.version === node.versions[i]) return;
     const input = node.inputs.indexOf(t);
-    const which = input >= 0 ? `input ${input}` : t === node.output ? "output" : "saved tensor";
-    throw new Error(
-      `${node.op}.backward: its ${which} ${t.describe()} was modified in place after the forward pass ` +
-        `recorded the op (version ${node.versions[i]}, now ${t.version}), so its gradient would come from ` +
-        `the new values. Run backward() before changing it (e.g. before optimizer.step()), or give ` +
-        `the op a copy of the tensor (clone()).`,
+    const isOutput = input < 0 && t === node.output;
+    const which = input >= 0 ? `input ${input}` : isOutput ? "output" : "saved tensor";
+    const writes = t.version - node.versions[i];
+    const fix = isOutput
+      ? "write into a clone() of the output instead"
+      : "give the op a clone() of the tensor to keep";
+    throw new InPlaceModificationError(
+      `${node.op}.backward: its ${which} ${t.describe()} was written ${writes} time(s) in place since the ` +
+        `forward pass recorded the op, so its gradient would come from the new values. Run backward() ` +
+        `before changing it (e.g. before optimizer.step()), or ${fix}.`,
     );
   });
 }

@@ -81,22 +81,24 @@ export function needsGrad(...inputs: Tensor[]): boolean {
  * Records an op's output with its gradient rule, when a tape is active and an input needs a
  * gradient. Returns `output` so ops can `return record(...)`.
  *
- * `saved`: the tensors whose values the rule reads, by default every input and the output. The
- * backward pass refuses to run the rule if one of them was written since (backward.ts). An op
- * whose rule needs only shapes (add, sum, a copy, a view) passes `[]`, as PyTorch saves nothing
- * for it: writing into its input afterwards is then fine.
+ * `saved`: every tensor whose values the rule reads, inputs or not (a mask, a power-iteration
+ * vector); by default every input and the output. The backward pass refuses to run the rule if
+ * one of them was written since (backward.ts). An op whose rule needs only shapes (add, sum, a
+ * copy, a view) passes `[]`, as PyTorch saves nothing for it: writing into its input afterwards
+ * is then fine.
  */
 export function record(
   op: string,
   inputs: Tensor[],
   output: Tensor,
   backward: GradientRule,
-  saved: readonly Tensor[] = [...inputs, output],
+  saved?: readonly Tensor[],
 ): Tensor {
   const tape = activeTape();
   if (tape && inputs.some((t) => tape.isTracked(t))) {
-    const versions = saved.map((t) => t.version);
-    tape.nodes.push({ op, inputs, output, backward, saved: [...saved], versions });
+    const kept = saved ? [...saved] : [...inputs, output];
+    const versions = kept.map((t) => t.version);
+    tape.nodes.push({ op, inputs, output, backward, saved: kept, versions });
     tape.tracked.add(output.id);
   }
   return output;

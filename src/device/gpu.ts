@@ -178,12 +178,7 @@ export class Gpu {
     workgroups: readonly number[],
     entryPoint: string,
   ): void {
-    const { pipeline, layout, writes } = this.pipelines.get(op, source, entryPoint);
-    for (const binding of writes) {
-      const b = bindings[binding];
-      if (b instanceof GPUBuffer) this.#wrote(b);
-      else if (b && "buffer" in b) this.#wrote(b.buffer);
-    }
+    const { pipeline, layout, readOnly } = this.pipelines.get(op, source, entryPoint);
     const entries: GPUBindGroupEntry[] = bindings.map((b, binding) => {
       // A storage buffer the dispatch may write: copies of its old data are no longer valid.
       if (b instanceof GPUBuffer) {
@@ -210,6 +205,12 @@ export class Gpu {
       );
     }
     if (x === 0 || y === 0 || z === 0) return;
+    // Count a write into every buffer the dispatch may write (see bufferVersion).
+    bindings.forEach((b, binding) => {
+      if (readOnly.has(binding)) return;
+      if (b instanceof GPUBuffer) this.#wrote(b);
+      else if ("buffer" in b) this.#wrote(b.buffer);
+    });
     this.encoder.dispatch(op, pipeline, bindGroup, x, y, z);
   }
 

@@ -8,17 +8,28 @@
 export interface CachedPipeline {
   pipeline: GPUComputePipeline;
   layout: GPUBindGroupLayout;
-  /** Bindings the shader declares `var<storage, read_write>`: the buffers a dispatch may write. */
-  writes: ReadonlySet<number>;
+  /** Bindings a dispatch cannot write (see `readOnlyBindings`); it may write every other one. */
+  readOnly: ReadonlySet<number>;
 }
 
-/** The binding numbers of a WGSL source's `var<storage, read_write>` declarations. */
-export function writableBindings(source: string): Set<number> {
-  const writes = new Set<number>();
-  for (const m of source.matchAll(/@binding\((\d+)\)\s*var\s*<\s*storage\s*,\s*read_write\s*>/g)) {
-    writes.add(Number(m[1]));
+/**
+ * The binding numbers a WGSL source declares read-only: `var<storage, read>` (or `var<storage>`,
+ * read by default), `var<uniform>`, and handles (textures, samplers). Every other binding counts
+ * as written, so a declaration this misreads errs on the safe side: an op's saved input counted
+ * as changed, never a write missed (autograd's in-place check relies on it, backward.ts).
+ */
+export function readOnlyBindings(source: string): Set<number> {
+  const readOnly = new Set<number>();
+  const declaration = /((?:@\s*(?:group|binding)\s*\(\s*\d+\s*\)\s*)+)var\s*(?:<([^>]*)>)?\s*\w+\s*:/g;
+  for (const [, attributes, space = ""] of source.matchAll(declaration)) {
+    const binding = /@\s*binding\s*\(\s*(\d+)\s*\)/.exec(attributes);
+    const words = space.split(",").map((w) => w.trim());
+    const isReadOnly = space === "" ||
+      (words.length === 1 && (words[0] === "uniform" || words[0] === "storage")) ||
+      (words.length === 2 && words[0] === "storage" && words[1] === "read");
+    if (binding && isReadOnly) readOnly.add(Number(binding[1]));
   }
-  return writes;
+  return readOnly;
 }
 
 export class PipelineCache {
@@ -42,7 +53,7 @@ export class PipelineCache {
         layout: "auto",
         compute: { module, entryPoint },
       });
-      cached = { pipeline, layout: pipeline.getBindGroupLayout(0), writes: writableBindings(source) };
+      cached = { pipeline, layout: pipeline.getBindGroupLayout(0), readOnly: readOnlyBindings(source) };
       bySource.set(source, cached);
       this.compiled++;
     }

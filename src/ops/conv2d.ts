@@ -178,7 +178,7 @@ function convolve(
       wantW ? conv2dBackwardFilter(x, dy, weight.shape, options) : null,
       ...(bias ? [wantB ? sum(dy, { axes: [0, 2, 3] }) : null] : []),
     ];
-  });
+  }, [x, weight]); // the bias's gradient needs only dy
   return { y: out, moments };
 }
 

@@ -10,7 +10,7 @@ import { COPY_MAX_RANK, stridedCopyShader } from "../../shaders/shape_ops.ts";
 import { record } from "../autograd/tape.ts";
 import { currentGpu } from "../device/runtime.ts";
 import { fmt, normAxis, type Shape, ShapeError, sizeOf, stridesOf } from "../tensor/shape.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import { DisposedTensorError, type Tensor } from "../tensor/tensor.ts";
 import { fillBits, grid1d, launch, output, params } from "./kernel.ts";
 
 // ---- the strided copy ----
@@ -73,7 +73,7 @@ function checkRank(op: string, x: Tensor): void {
   if (x.rank > COPY_MAX_RANK) {
     throw new ShapeError(op, `rank ${x.rank} of ${fmt(x.shape)} exceeds the supported ${COPY_MAX_RANK}`);
   }
-  if (x.isDisposed) throw new Error(`${op}: input tensor was disposed`);
+  if (x.isDisposed) throw new DisposedTensorError(`${op}: input ${x.describe()} was used after dispose()`);
 }
 
 /** Offset of coordinate `begin` in a contiguous tensor of `shape`. */

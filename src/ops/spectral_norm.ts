@@ -166,6 +166,7 @@ export function spectralNormalize(weight: Tensor, u: Tensor, v: Tensor): Tensor 
     sigma.dispose();
     return y;
   }
+  // The rule reads u and v too: a later power iteration writing them must not pass unnoticed.
   return record(op, [weight], y, (dy) => {
     const products = mapElements(`${op}.backward`, "a * b", [dy, weight]);
     const t = sum(products); // Σ dY⊙W
@@ -175,5 +176,5 @@ export function spectralNormalize(weight: Tensor, u: Tensor, v: Tensor): Tensor 
     launch(`${op}.backward`, spectralNormBackwardShader, [dy, u, v, sigma, t, dw, p], grid1d(weight.size));
     t.dispose();
     return [dw];
-  });
+  }, [weight, u, v]);
 }

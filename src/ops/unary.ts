@@ -28,14 +28,16 @@ function unaryOfInput(
 ): Tensor {
   const y = mapElements(op, forward, [x], { scalars, helpers });
   // A zero derivative still records the op, so the output counts as depending on x.
-  if (grad === null) return record(op, [x], y, () => [null]);
-  return record(op, [x], y, (dy) => [mapElements(`${op}.backward`, grad, [dy, x], { scalars, helpers })]);
+  if (grad === null) return record(op, [x], y, () => [null], []);
+  return record(op, [x], y, (dy) => [mapElements(`${op}.backward`, grad, [dy, x], { scalars, helpers })], [
+    x,
+  ]);
 }
 
 /** y = f(x) whose derivative is a function of y: `grad` over `a` = dy and `b` = y. */
 function unaryOfOutput(op: string, forward: string, x: Tensor, grad: string, helpers?: string): Tensor {
   const y = mapElements(op, forward, [x], { helpers });
-  return record(op, [x], y, (dy) => [mapElements(`${op}.backward`, grad, [dy, y])]);
+  return record(op, [x], y, (dy) => [mapElements(`${op}.backward`, grad, [dy, y])], [y]);
 }
 
 /** e^x; d/dx = e^x = y. */

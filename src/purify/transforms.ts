@@ -220,7 +220,7 @@ export function maskedInput(x: Tensor, masks: Tensor, noise: Tensor | null, sigm
       grid1d(n * plane),
     );
     return [dx];
-  });
+  }, noise ? [x, noise, masks] : [masks]);
 }
 
 /**
@@ -268,7 +268,7 @@ export function combineRt3(purified: Tensor, masks: Tensor, copies = 4): Tensor 
       grid1d(rows * plane),
     );
     return [dg];
-  });
+  }, [masks]);
 }
 
 // ---- configurations, draws, and the transform object ----

@@ -1,16 +1,20 @@
 import assert from "node:assert/strict";
-import { detach, grad, gradScope } from "../../src/autograd/backward.ts";
+import { detach, grad, gradScope, InPlaceModificationError } from "../../src/autograd/backward.ts";
 import { isRecording, needsGrad, noGrad, record } from "../../src/autograd/tape.ts";
-import { add, mul, mulScalar, sub } from "../../src/ops/arithmetic.ts";
+import { add, mul, mulScalar, neg, sub } from "../../src/ops/arithmetic.ts";
 import { fromArray, zeros } from "../../src/ops/creation.ts";
 import { sum } from "../../src/ops/reduce.ts";
 import { tidy } from "../../src/tensor/scope.ts";
 import { DisposedTensorError } from "../../src/tensor/tensor.ts";
 import { conv2d } from "../../src/ops/conv2d.ts";
-import { exp } from "../../src/ops/unary.ts";
+import { exp, log, relu } from "../../src/ops/unary.ts";
 import { fillBits } from "../../src/ops/kernel.ts";
 import { SGD } from "../../src/optim/sgd.ts";
-import { clone } from "../../src/ops/shape_ops.ts";
+import { clone, concat, slice } from "../../src/ops/shape_ops.ts";
+import { mean } from "../../src/ops/reduce.ts";
+import { spectralNormalize } from "../../src/ops/spectral_norm.ts";
+import { maskedInput } from "../../src/purify/transforms.ts";
+import type { Tensor } from "../../src/tensor/tensor.ts";
 import { crossEntropy } from "../../src/ops/loss.ts";
 import { assertClose } from "../helpers/reference.ts";
 import { gpuTest } from "../helpers/setup.ts";
@@ -191,7 +195,7 @@ gpuTest(
           sgd.step();
           loss.backward();
         }),
-      /^Error: mul\.backward: its input 1 (w )?f32\[3\] was modified in place after the forward pass recorded the op \(version \d+, now \d+\).*before optimizer\.step\(\)/,
+      /^InPlaceModificationError: mul\.backward: its input 1 (w )?f32\[3\] was written 1 time\(s\) in place since the forward pass recorded the op.*before optimizer\.step\(\).*give the op a clone\(\)/,
     );
     // A kernel writing into an op's output, which its rule reads (exp's gradient is dy·y), is
     // caught too, through an alias as well (the version belongs to the buffer, as PyTorch's to
@@ -204,7 +208,7 @@ gpuTest(
           fillBits(y.alias(), 0);
           loss.backward();
         }),
-      /^Error: exp\.backward: its output f32\[3\] was modified in place/,
+      /^InPlaceModificationError: exp\.backward: its output f32\[3\] was written 1 time\(s\).*write into a clone\(\) of the output/,
     );
     // Ops whose rules need only shapes (add, here) take writes into their inputs, as in PyTorch.
     const other = fromArray([1, 1, 1]);
@@ -228,3 +232,63 @@ gpuTest(
     for (const t of [w, w.grad!, x, other]) t.dispose();
   },
 );
+
+gpuTest("backward: the in-place check covers what each rule reads, and only that", (gpu) => {
+  const w = param([0.5, 1, 2]);
+  const other = fromArray([1, 2, 3]);
+  /** Whether a host write into `target` between the forward and the backward is refused. */
+  const refused = (forward: () => Tensor, target: Tensor): boolean => {
+    try {
+      gradScope(() => {
+        const loss = sum(forward());
+        gpu.write(target.buffer, new Float32Array(target.size).fill(0.25));
+        loss.backward();
+      });
+      return false;
+    } catch (e) {
+      if (e instanceof InPlaceModificationError) return true;
+      throw e;
+    }
+  };
+  // Rules that need only shapes save nothing (PyTorch saves nothing for them either).
+  const shapesOnly: [string, () => Tensor][] = [
+    ["add", () => add(w, other)],
+    ["sub", () => sub(other, w)],
+    ["neg", () => neg(w)],
+    ["mulScalar", () => mulScalar(w, 3)],
+    ["mean", () => mean(w)],
+    ["slice", () => slice(w, [1], [2])],
+    ["concat", () => concat([w, other], 0)],
+    ["view", () => w.view([1, 3])],
+    ["clone", () => clone(w)],
+    ["exp (reads its output only)", () => exp(w)],
+  ];
+  for (const [name, forward] of shapesOnly) assert.equal(refused(forward, w), false, `${name}: write into w`);
+  // Rules that read values refuse, also for tensors that are not inputs (u, v of spectral norm,
+  // the masks of the RT input).
+  const readsValues: [string, () => Tensor, Tensor][] = [
+    ["mul", () => mul(w, other), other],
+    ["relu", () => relu(w), w],
+    ["log", () => log(w), w],
+  ];
+  for (const [name, forward, target] of readsValues) assert.equal(refused(forward, target), true, name);
+  const weight = param([1, 2, 3, 4, 5, 6], [2, 3]);
+  const [u, v] = [fromArray([0.6, 0.8]), fromArray([1, 0, 0])];
+  assert.equal(refused(() => spectralNormalize(weight, u, v), u), true, "spectralNormalize: u");
+  const image = param(Array.from({ length: 8 }, (_, i) => i / 8), [1, 2, 2, 2]);
+  const masks = fromArray([1, 0, 1, 0], [1, 1, 2, 2]);
+  assert.equal(refused(() => maskedInput(image, masks, null), masks), true, "maskedInput: masks");
+  for (const t of [w, w.grad, other, weight, weight.grad, u, v, image, image.grad, masks]) t?.dispose();
+});
+
+gpuTest("backward: a freed saved tensor still gets the use-after-free message, not the in-place one", () => {
+  const w = param([1, 2]);
+  // The tidy frees the exps' outputs, which their rules read.
+  assert.throws(
+    () => gradScope(() => tidy(() => sum(exp(exp(w)))).backward()),
+    (e: Error) =>
+      e instanceof DisposedTensorError && /^exp\.backward: a tensor this op saved/.test(e.message),
+  );
+  w.grad?.dispose();
+  w.dispose();
+});

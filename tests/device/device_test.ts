@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { sizeClass } from "../../src/device/buffer_pool.ts";
 import { NoAdapterError } from "../../src/device/errors.ts";
 import { spreadCpuDriverWork } from "../../src/device/gpu.ts";
+import { readOnlyBindings } from "../../src/device/pipeline_cache.ts";
 import { params } from "../../src/device/uniforms.ts";
 import { add } from "../../src/ops/arithmetic.ts";
 import { fromArray, zeros } from "../../src/ops/creation.ts";
@@ -93,6 +94,40 @@ gpuTest("encoder: dispatches are batched into few submits", async (gpu) => {
   assert.ok(submits <= Math.ceil(dispatches / gpu.tunables.dispatchesPerSubmit) + 1, `${submits} submits`);
   x.dispose();
 });
+
+Deno.test("pipeline cache: read-only bindings are parsed, and anything else counts as written", () => {
+  const source = `
+    @group(0) @binding(0) var<storage, read> a: array<f32>;
+    @binding( 1 ) @group(0) var<storage,read_write> b: array<f32>;
+    @group(0) @binding(2) var<uniform> p: Params;
+    @group(0) @binding(3) var t: texture_2d<f32>;
+    @group(0)
+    @binding(4) var<storage> c: array<vec4<f32>>;
+    @group(0) @binding(5) var<storage, read_write> d: array<atomic<u32>>;
+    @group(0) @binding(6) var<storage,  read > e: array<f32>;`;
+  // 1 (attributes in the other order, spaces in the parentheses) and 5 may be written.
+  assert.deepEqual([...readOnlyBindings(source)].sort(), [0, 2, 3, 4, 6]);
+  assert.deepEqual(
+    [...readOnlyBindings("@group(0) @binding(0) var<storage, read_write> x: array<f32>;")],
+    [],
+  );
+});
+
+gpuTest(
+  "buffer versions: a dispatch counts a write into its read_write bindings only; host writes count",
+  (gpu) => {
+    const a = fromArray([1, 2, 3]), b = fromArray([4, 5, 6]);
+    const [va, vb] = [a.version, b.version];
+    const sum = add(a, b); // reads a and b, writes its output
+    assert.equal(a.version, va);
+    assert.equal(b.version, vb);
+    gpu.write(a.buffer, new Float32Array([7, 8, 9]));
+    assert.equal(a.version, va + 1);
+    const view = a.alias([1, 3]);
+    assert.equal(view.version, a.version, "views share the count");
+    for (const t of [a, b, sum, view]) t.dispose();
+  },
+);
 
 gpuTest("pipeline cache: the same shader source compiles once", (gpu) => {
   const x = fromArray([1, 2, 3]);
