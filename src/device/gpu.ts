@@ -262,9 +262,10 @@ export class Gpu {
   }
 
   /**
-   * How many writes to `buffer` have been recorded: dispatches that bind it to a `read_write`
-   * storage binding, and host writes. Autograd compares it with the count when an op was
-   * recorded, to refuse a backward pass through a tensor changed in place since (tape.ts).
+   * How many writes to `buffer` have been recorded: dispatches that bind it to a binding their
+   * shader does not declare read-only (pipeline_cache.ts), and host writes. Autograd compares it
+   * with the count when an op was recorded, to refuse a backward pass through a tensor changed
+   * in place since (tape.ts).
    */
   bufferVersion(buffer: GPUBuffer): number {
     return this.#versions.get(buffer) ?? 0;

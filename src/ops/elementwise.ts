@@ -6,7 +6,7 @@
 import { divisionMagic } from "../../shaders/common.ts";
 import { ELEMENTWISE_RUN, elementwiseShader, MAX_RANK } from "../../shaders/elementwise.ts";
 import { broadcastShapes, fmt, sameShape, type Shape, ShapeError, stridesOf } from "../tensor/shape.ts";
-import { DisposedTensorError, type Tensor } from "../tensor/tensor.ts";
+import { checkNotDisposed, type Tensor } from "../tensor/tensor.ts";
 import { grid1d, launch, output, params, texturesPay, withOperandTextures } from "./kernel.ts";
 
 export interface MapOptions {
@@ -22,7 +22,7 @@ export function checkFloat(op: string, ...tensors: Tensor[]): void {
     if (t.dtype !== "f32") {
       throw new ShapeError(op, `expects f32 tensors, got ${t.describe()}`);
     }
-    if (t.isDisposed) throw new DisposedTensorError(`${op}: input ${t.describe()} was used after dispose()`);
+    checkNotDisposed(op, t);
   }
 }
 

@@ -3,14 +3,15 @@
  * slice, concat and permute move data with one strided-copy kernel (shaders/shape_ops.ts).
  * They work for every dtype (the kernel copies 32-bit words); gradients flow through f32.
  *
- * Gradients: reshape reshapes back; clone passes dy through; slice puts dy into a zero tensor of the input's shape;
- * concat slices dy back into its inputs' pieces; permute applies the inverse permutation.
+ * Gradients: reshape reshapes back; clone passes dy through; slice puts dy into a zero tensor of
+ * the input's shape; concat slices dy back into its inputs' pieces; permute applies the inverse
+ * permutation.
  */
 import { COPY_MAX_RANK, stridedCopyShader } from "../../shaders/shape_ops.ts";
 import { record } from "../autograd/tape.ts";
 import { currentGpu } from "../device/runtime.ts";
 import { fmt, normAxis, type Shape, ShapeError, sizeOf, stridesOf } from "../tensor/shape.ts";
-import { DisposedTensorError, type Tensor } from "../tensor/tensor.ts";
+import { checkNotDisposed, type Tensor } from "../tensor/tensor.ts";
 import { fillBits, grid1d, launch, output, params } from "./kernel.ts";
 
 // ---- the strided copy ----
@@ -73,7 +74,7 @@ function checkRank(op: string, x: Tensor): void {
   if (x.rank > COPY_MAX_RANK) {
     throw new ShapeError(op, `rank ${x.rank} of ${fmt(x.shape)} exceeds the supported ${COPY_MAX_RANK}`);
   }
-  if (x.isDisposed) throw new DisposedTensorError(`${op}: input ${x.describe()} was used after dispose()`);
+  checkNotDisposed(op, x);
 }
 
 /** Offset of coordinate `begin` in a contiguous tensor of `shape`. */

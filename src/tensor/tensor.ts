@@ -32,6 +32,11 @@ export class DisposedTensorError extends Error {
   override name = "DisposedTensorError";
 }
 
+/** Throws a DisposedTensorError naming `op` when its input `t` was disposed. */
+export function checkNotDisposed(op: string, t: Tensor): void {
+  if (t.isDisposed) throw new DisposedTensorError(`${op}: input ${t.describe()} was used after dispose()`);
+}
+
 /** Hook set by the autograd module (which sits above tensors) so `t.backward()` works. */
 export const autogradHooks: {
   backward: ((loss: Tensor, seed?: Tensor) => void) | null;
