@@ -126,15 +126,20 @@ const OPTIONS = {
 
 const MERGE_OPTIONS = {
   out: { type: "string", default: null, help: "folder for the merged result.json and result.md" },
+  allowPartial: {
+    type: "boolean",
+    default: false,
+    help: "merge shards that miss part of the evaluation (accuracies over the covered points only)",
+  },
 } as const satisfies OptionTable;
 
 const USAGE = `usage: deno task attack --checkpoint <file> (--attack <name> | --suite <name>) [options]
-       deno task attack merge <shard result.json ...> --out <folder>
+       deno task attack merge <shard result.json ...> --out <folder> [--allow-partial]
 
 Attacks: ${attackNames().map((n) => `${n} (${getAttack(n).describe})`).join(";\n  ")}
 Suites: ${suiteNames().map((n) => `${n}: ${getSuite(n).describe}`).join(";\n  ")}`;
 
-async function merge(files: string[], out: string | null): Promise<void> {
+async function merge(files: string[], out: string | null, allowPartial: boolean): Promise<void> {
   if (files.length === 0) throw new UsageError("merge: give the shard result.json files to merge");
   if (!out) throw new UsageError("merge: --out <folder> is required");
   const results: EvalResult[] = [];
@@ -152,13 +157,16 @@ async function merge(files: string[], out: string | null): Promise<void> {
     }
     results.push(result);
   }
-  const merged = mergeResults(results);
+  const merged = mergeResults(results, { allowPartial });
+  const covered = merged.settings[0]?.runs[0]?.points.length ?? 0;
+  const partial = covered < merged.config.points
+    ? `, partial: ${covered} of ${merged.config.points} points`
+    : "";
   await Deno.mkdir(out, { recursive: true });
   await writeJson(join(out, "result.json"), merged);
-  const md = markdownReport(merged, `Robust evaluation (merged from ${files.length} shards)`);
+  const md = markdownReport(merged, `Robust evaluation (merged from ${files.length} shards${partial})`);
   await writeFileAtomic(join(out, "result.md"), new TextEncoder().encode(md));
   console.log(accuracyTable(merged));
-  const covered = merged.settings[0]?.runs[0]?.points.length ?? 0;
   console.error(
     `merged ${files.length} result file(s): ${covered} of ${merged.config.points} points, into ${out}`,
   );
@@ -169,11 +177,14 @@ await runCommand(async () => {
     const { values, help, positionals } = await parseOptions(MERGE_OPTIONS, Deno.args.slice(1), true);
     if (help) {
       console.log(
-        helpText("usage: deno task attack merge <shard result.json ...> --out <folder>", MERGE_OPTIONS),
+        helpText(
+          "usage: deno task attack merge <shard result.json ...> --out <folder> [--allow-partial]",
+          MERGE_OPTIONS,
+        ),
       );
       return;
     }
-    await merge(positionals, values.out as string | null);
+    await merge(positionals, values.out as string | null, values.allowPartial as boolean);
     return;
   }
   const { values, explicit: onCommandLine, fromConfig, help } = await parseOptions(OPTIONS, Deno.args);

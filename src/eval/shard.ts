@@ -89,6 +89,17 @@ function fingerprint(r: EvalResult): Record<string, string> {
   return Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, JSON.stringify(v)]));
 }
 
+/** "(shards 1/4 and 3/4 missing)" when the results say which shards they are, else "". */
+function missingShards(results: EvalResult[]): string {
+  const shards = results.map((r) => r.config.shard);
+  if (shards.some((s) => !s) || new Set(shards.map((s) => s!.count)).size !== 1) return "";
+  const count = shards[0]!.count, present = new Set(shards.map((s) => s!.index));
+  const missing = Array.from({ length: count }, (_, i) => i).filter((i) => !present.has(i));
+  return missing.length
+    ? ` (shard${missing.length > 1 ? "s" : ""} ${missing.map((i) => `${i}/${count}`).join(", ")} missing)`
+    : "";
+}
+
 function mergeRuns(runs: SeedRun[], where: string): SeedRun {
   const points = runs.flatMap((run) => run.points).sort((a, b) => a.position - b.position);
   for (let i = 1; i < points.length; i++) {
@@ -115,12 +126,22 @@ function mergeRuns(runs: SeedRun[], where: string): SeedRun {
   };
 }
 
+/** Options of `mergeResults`. */
+export interface MergeOptions {
+  /**
+   * Merge shards that do not cover the whole evaluation subset (their accuracies are then over
+   * the covered points only). Off by default: a table from a forgotten shard looks complete.
+   */
+  allowPartial?: boolean;
+}
+
 /**
  * Combines shard results (the same configuration, disjoint points) into one result whose
  * per-point records, and therefore accuracies, equal an unsharded run's. Timings add up (total
- * compute, not wall time). Warns when the shards do not cover the whole subset.
+ * compute, not wall time). Shards that do not cover the whole subset are an error naming the
+ * missing ones, unless `allowPartial`.
  */
-export function mergeResults(results: EvalResult[]): EvalResult {
+export function mergeResults(results: EvalResult[], { allowPartial = false }: MergeOptions = {}): EvalResult {
   if (results.length === 0) throw new RangeError("merge: no results given");
   const first = results[0];
   const key = fingerprint(first);
@@ -151,9 +172,14 @@ export function mergeResults(results: EvalResult[]): EvalResult {
   }));
   const covered = settings[0]?.runs[0]?.points.length ?? 0;
   if (covered !== first.config.points) {
-    console.warn(
-      `merge: the shards cover ${covered} of ${first.config.points} points; some shards are missing`,
-    );
+    const gap = `the shards cover ${covered} of ${first.config.points} points${missingShards(results)}`;
+    if (!allowPartial) {
+      throw new Error(
+        `merge: ${gap}; merge every shard of the evaluation, or allow a partial result ` +
+          `(\`--allow-partial\`: accuracies over the covered points only)`,
+      );
+    }
+    console.warn(`merge: ${gap}; writing a partial result (accuracies over the covered points only)`);
   }
   const merged: EvalResult = {
     ...first,

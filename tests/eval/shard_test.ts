@@ -94,6 +94,17 @@ gpuTest("a sharded evaluation merged equals the unsharded run", async () => {
     assert.equal(merged.config.shard, null);
     if (mode === "contiguous") {
       assert.throws(() => mergeResults([shards[0], shards[0]]), /appears in two shards/);
+      // A forgotten shard is an error that names it; --allow-partial merges what is there.
+      assert.throws(
+        () => mergeResults([shards[0], shards[2]]),
+        /the shards cover \d+ of 40 points \(shard 1\/3 missing\); .*--allow-partial/,
+      );
+      assert.throws(() => mergeResults([shards[1]]), /\(shards 0\/3, 2\/3 missing\)/);
+      const partial = mergeResults([shards[2], shards[0]], { allowPartial: true });
+      const covered = shards[0].settings[0].runs[0].points.length +
+        shards[2].settings[0].runs[0].points.length;
+      assert.equal(partial.settings[0].runs[0].points.length, covered);
+      assert.equal(partial.summary.find((r) => r.label === "clean")!.n, covered);
       const other = JSON.parse(JSON.stringify(shards[1]));
       other.config.batchSize = 4;
       assert.throws(
@@ -107,10 +118,17 @@ gpuTest("a sharded evaluation merged equals the unsharded run", async () => {
         copy.config = { ...copy.config, model, modelKey };
         return copy;
       };
-      mergeResults([keyed(shards[0], "a.safetensors", "k1"), keyed(shards[1], "b.safetensors", "k1")]);
+      const partial2 = { allowPartial: true }; // two of the three shards: enough for the key rule
+      mergeResults(
+        [keyed(shards[0], "a.safetensors", "k1"), keyed(shards[1], "b.safetensors", "k1")],
+        partial2,
+      );
       assert.throws(
         () =>
-          mergeResults([keyed(shards[0], "a.safetensors", "k1"), keyed(shards[1], "a.safetensors", "k2")]),
+          mergeResults(
+            [keyed(shards[0], "a.safetensors", "k1"), keyed(shards[1], "a.safetensors", "k2")],
+            partial2,
+          ),
         /different configuration than result 0: model \("k2" vs "k1"\)/,
       );
     }
