@@ -182,12 +182,12 @@ export class Gpu {
     const entries: GPUBindGroupEntry[] = bindings.map((b, binding) => {
       // A storage buffer the dispatch may write: copies of its old data are no longer valid.
       if (b instanceof GPUBuffer) {
-        this.operandCopies.invalidate(b);
+        if (!readOnly.has(binding)) this.operandCopies.invalidate(b);
         return { binding, resource: { buffer: b } };
       }
       if (b instanceof GPUTexture) return { binding, resource: this.operandTextures.view(b) };
       if ("buffer" in b) {
-        this.operandCopies.invalidate(b.buffer);
+        if (!readOnly.has(binding)) this.operandCopies.invalidate(b.buffer);
         return { binding, resource: { buffer: b.buffer, size: b.size, offset: b.offset ?? 0 } };
       }
       return { binding, resource: { buffer: this.uniforms.get(b) } };

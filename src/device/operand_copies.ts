@@ -10,11 +10,11 @@
  * which 40 copies (86 MB) repeated one made earlier in the step or the step before.
  *
  * A copy is valid until its buffer changes. Every path that writes a buffer ends its copies
- * here: a dispatch that binds the buffer (as any storage binding: cheaper to test than which
- * bindings a shader writes, and it lost no repeats on that step), a host write, and the return
- * of the buffer to the pool (its next tensor is another one). Commands run in the order they
- * were recorded, so a dropped texture handed out again is overwritten only after every read
- * of its old contents.
+ * here: a dispatch that binds the buffer to a binding its shader does not declare read-only
+ * (the same test as autograd's write counts: `readOnlyBindings` in pipeline_cache.ts), a host
+ * write, and the return of the buffer to the pool (its next tensor is another one). Commands
+ * run in the order they were recorded, so a dropped texture handed out again is overwritten
+ * only after every read of its old contents.
  */
 import { type OperandFormat, type OperandTexturePool, textureBytes } from "./operand_textures.ts";
 

@@ -80,6 +80,17 @@ gpuTest(
   },
 );
 
+/** Sums a buffer into another, reading it through a read-only binding. */
+const sumRaw = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(1)
+fn main() {
+  var total = 0.0;
+  for (var i = 0u; i < arrayLength(&src); i++) { total += src[i]; }
+  out[0] = total;
+}`;
+
 const fillRaw = /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @compute @workgroup_size(64)
@@ -104,7 +115,7 @@ async function readThroughTexture(
 }
 
 gpuTest(
-  "operand copies: kept until the buffer is written, rewritten or handed to another tensor",
+  "operand copies: kept through read-only bindings, until the buffer is written, rewritten or handed to another tensor",
   async (gpu) => {
     const n = 4 * OPERAND_TEXTURE_WIDTH + 8;
     const values = (k: number) => Float32Array.from({ length: n }, (_, i) => i * 0.25 + k);
@@ -123,7 +134,14 @@ gpuTest(
     assert.deepEqual((await readThroughTexture(x, false)).data, values(1));
     assert.equal(copies(), start + 2);
 
-    // A dispatch that binds the buffer (here writes it).
+    // A dispatch that binds the buffer read-only (here to sum it elsewhere) leaves it as it was.
+    const total = output("sumRaw", [1]);
+    launch("sumRaw", sumRaw, [x.buffer, total], [1]);
+    assert.deepEqual((await readThroughTexture(x, true)).data, values(1));
+    assert.equal(copies(), start + 2, "read-only: the kept copy stays");
+    total.dispose();
+
+    // A dispatch that binds the buffer writably (here writes it).
     fillBits(x, new Uint32Array(new Float32Array([2]).buffer)[0]);
     assert.deepEqual((await readThroughTexture(x, true)).data, new Float32Array(n).fill(2));
     assert.equal(copies(), start + 3);
