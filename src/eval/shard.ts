@@ -89,7 +89,7 @@ function fingerprint(r: EvalResult): Record<string, string> {
   return Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, JSON.stringify(v)]));
 }
 
-/** "(shards 1/4 and 3/4 missing)" when the results say which shards they are, else "". */
+/** " (shards 1/4, 3/4 missing)" when the results say which shards they are, else "". */
 function missingShards(results: EvalResult[]): string {
   const shards = results.map((r) => r.config.shard);
   if (shards.some((s) => !s) || new Set(shards.map((s) => s!.count)).size !== 1) return "";
