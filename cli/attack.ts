@@ -34,7 +34,13 @@ import { randn } from "../src/ops/random.ts";
 import { type EvalResult, evaluateRobustness, type Protocol, uploadPoints } from "../src/eval/protocol.ts";
 import { accuracyTable, markdownReport, threatLabel, writeEvaluationReport } from "../src/eval/report.ts";
 import { runSanityChecks, type SanityReport } from "../src/eval/sanity.ts";
-import { evaluationPoints, mergeResults, parseShard, type ShardMode } from "../src/eval/shard.ts";
+import {
+  coveredPoints,
+  evaluationPoints,
+  mergeResults,
+  parseShard,
+  type ShardMode,
+} from "../src/eval/shard.ts";
 import { buildClassifier } from "../src/train/classifier.ts";
 
 import { helpText, type OptionTable, parseOptions, parseSeeds, UsageError } from "../src/train/options.ts";
@@ -158,7 +164,7 @@ async function merge(files: string[], out: string | null, allowPartial: boolean)
     results.push(result);
   }
   const merged = mergeResults(results, { allowPartial });
-  const covered = merged.settings[0]?.runs[0]?.points.length ?? 0;
+  const covered = coveredPoints(merged);
   const partial = covered < merged.config.points
     ? `, partial: ${covered} of ${merged.config.points} points`
     : "";

@@ -180,14 +180,9 @@ export class Gpu {
   ): void {
     const { pipeline, layout, readOnly } = this.pipelines.get(op, source, entryPoint);
     const entries: GPUBindGroupEntry[] = bindings.map((b, binding) => {
-      // A storage buffer the dispatch may write: copies of its old data are no longer valid.
-      if (b instanceof GPUBuffer) {
-        if (!readOnly.has(binding)) this.operandCopies.invalidate(b);
-        return { binding, resource: { buffer: b } };
-      }
+      if (b instanceof GPUBuffer) return { binding, resource: { buffer: b } };
       if (b instanceof GPUTexture) return { binding, resource: this.operandTextures.view(b) };
       if ("buffer" in b) {
-        if (!readOnly.has(binding)) this.operandCopies.invalidate(b.buffer);
         return { binding, resource: { buffer: b.buffer, size: b.size, offset: b.offset ?? 0 } };
       }
       return { binding, resource: { buffer: this.uniforms.get(b) } };
@@ -205,7 +200,7 @@ export class Gpu {
       );
     }
     if (x === 0 || y === 0 || z === 0) return;
-    // Count a write into every buffer the dispatch may write (see bufferVersion).
+    // Every buffer the dispatch may write changes (see bufferVersion).
     bindings.forEach((b, binding) => {
       if (readOnly.has(binding)) return;
       if (b instanceof GPUBuffer) this.#wrote(b);
@@ -256,7 +251,6 @@ export class Gpu {
     // queue.writeBuffer runs before the next submit; flush so that earlier dispatches that
     // used this (pooled, reused) buffer see its old contents.
     this.encoder.flush();
-    this.operandCopies.invalidate(buffer);
     this.#wrote(buffer);
     this.device.queue.writeBuffer(buffer, offset, data.buffer, data.byteOffset, data.byteLength);
   }
@@ -271,7 +265,9 @@ export class Gpu {
     return this.#versions.get(buffer) ?? 0;
   }
 
+  /** `buffer` changes: one more write counted, and its operand copies are no longer its data. */
   #wrote(buffer: GPUBuffer): void {
+    this.operandCopies.invalidate(buffer);
     this.#versions.set(buffer, this.bufferVersion(buffer) + 1);
   }
 

@@ -126,6 +126,11 @@ function mergeRuns(runs: SeedRun[], where: string): SeedRun {
   };
 }
 
+/** How many points of the evaluation subset a (merged or shard) result holds records for. */
+export function coveredPoints(result: Pick<EvalResult, "settings">): number {
+  return result.settings[0]?.runs[0]?.points.length ?? 0;
+}
+
 /** Options of `mergeResults`. */
 export interface MergeOptions {
   /**
@@ -170,7 +175,7 @@ export function mergeResults(results: EvalResult[], { allowPartial = false }: Me
       mergeRuns(results.map((res) => res.settings[k].runs[r]), `setting ${k}, seed ${run.seed}`)
     ),
   }));
-  const covered = settings[0]?.runs[0]?.points.length ?? 0;
+  const covered = coveredPoints({ settings });
   if (covered !== first.config.points) {
     const gap = `the shards cover ${covered} of ${first.config.points} points${missingShards(results)}`;
     if (!allowPartial) {
